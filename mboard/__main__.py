@@ -1,0 +1,3 @@
+from mboard.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The control plane: membership, epochs, leases and the public ControlPlane service."""

@@ -1,0 +1,34 @@
+"""Small helpers shared by every gRPC server and client in mboard."""
+
+from __future__ import annotations
+
+import grpc
+
+# A taken port must be an error, not a silently shared socket (gRPC's default).
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def server(**kwargs) -> grpc.aio.Server:
+    """A grpc.aio server that refuses to share its port."""
+    return grpc.aio.server(options=SERVER_OPTIONS, **kwargs)
+
+
+def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
+    """Bind ``address`` or raise OSError naming what failed to listen and where."""
+    try:
+        port = srv.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
+        raise OSError(f"{what} cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"{what} cannot listen on {address}: address in use or unavailable")
+    return port
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)

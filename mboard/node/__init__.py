@@ -1,0 +1,1 @@
+"""The data node: storage, the replication protocol and the MessageBoard service."""
