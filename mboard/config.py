@@ -139,7 +139,9 @@ class ClientConfig:
 Config = TypeVar("Config", ControlConfig, NodeConfig, ClientConfig)
 
 
-def load(cls: type[Config], path: str | os.PathLike | None, overrides: dict | None = None) -> Config:
+def load(
+    cls: type[Config], path: str | os.PathLike | None, overrides: dict | None = None
+) -> Config:
     """Build ``cls`` from the YAML file at ``path`` (optional) with ``overrides`` on top.
 
     ``overrides`` maps dotted keys (``"metrics.listen"``) to values; None values are ignored,
@@ -178,7 +180,9 @@ def _read(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the file must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the file must hold a mapping of keys, not {type(data).__name__}"
+        )
     return data
 
 

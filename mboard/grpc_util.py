@@ -32,3 +32,18 @@ def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
 
 def channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):
+    """Serve grpc.health.v1 and server reflection, so standard gRPC tools work.
+
+    Returns the health servicer; its overall status ("") starts NOT_SERVING.
+    """
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, srv)
+    names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], srv)
+    return servicer

@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from . import razpravljalnica_pb2 as razpravljalnica__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcluster.proto\x12\x0emboard.cluster\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15razpravljalnica.proto\"\x91\x02\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.mboard.cluster.EntryKind\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04user\x18\x06 \x01(\x0b\x32\x15.razpravljalnica.User\x12%\n\x05topic\x18\x07 \x01(\x0b\x32\x16.razpravljalnica.Topic\x12)\n\x07message\x18\x08 \x01(\x0b\x32\x18.razpravljalnica.Message\x12\x10\n\x08liker_id\x18\t \x01(\x03\"s\n\x0b\x43hainConfig\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12(\n\x05\x63hain\x18\x02 \x03(\x0b\x32\x19.razpravljalnica.NodeInfo\x12+\n\x08learners\x18\x03 \x03(\x0b\x32\x19.razpravljalnica.NodeInfo\"V\n\tHandshake\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\"4\n\nEntryBatch\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x03\"\x1a\n\x08Truncate\x12\x0e\n\x06to_seq\x18\x01 \x01(\x03\"\xa5\x01\n\x10ReplicateRequest\x12.\n\thandshake\x18\x01 \x01(\x0b\x32\x19.mboard.cluster.HandshakeH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.mboard.cluster.EntryBatchH\x00\x12,\n\x08truncate\x18\x03 \x01(\x0b\x32\x18.mboard.cluster.TruncateH\x00\x42\x06\n\x04\x62ody\"o\n\x0eHandshakeReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x12\n\nlast_epoch\x18\x04 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x05 \x01(\x03\"1\n\x03\x41\x63k\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x03\"p\n\x11ReplicateResponse\x12/\n\x05reply\x18\x01 \x01(\x0b\x32\x1e.mboard.cluster.HandshakeReplyH\x00\x12\"\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x13.mboard.cluster.AckH\x00\x42\x06\n\x04\x62ody\"\xb3\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x13\n\x0b\x61pplied_seq\x18\x05 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x07 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x08 \x01(\t\x12\x15\n\rserving_reads\x18\t \x01(\x08\"$\n\rStatusRequest\x12\x13\n\x0bwith_digest\x18\x01 \x01(\x08\"O\n\x0fRegisterRequest\x12\'\n\x04node\x18\x01 \x01(\x0b\x32\x19.razpravljalnica.NodeInfo\x12\x13\n\x0b\x61pplied_seq\x18\x02 \x01(\x03\"\x91\x01\n\rRegisterReply\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12\x16\n\x0e\x63luster_secret\x18\x02 \x01(\x0c\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x1d\n\x15subscribe_token_ttl_s\x18\x04 \x01(\x01\"s\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x13\n\x0b\x61pplied_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x05 \x01(\x05\"_\n\x0eHeartbeatReply\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12\x0f\n\x07lease_s\x18\x02 \x01(\x01\x12\x0f\n\x07unknown\x18\x03 \x01(\x08\"b\n\x0f\x43\x61ughtUpRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x0f\n\x07tail_id\x18\x02 \x01(\t\x12\x12\n\nlearner_id\x18\x03 \x01(\t\x12\x1b\n\x13learner_applied_seq\x18\x04 \x01(\x03\"G\n\rFailureReport\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x13\n\x0breporter_id\x18\x02 \x01(\t\x12\x12\n\nsuspect_id\x18\x03 \x01(\t\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x9f\x01\n\x0cMemberStatus\x12\'\n\x04node\x18\x01 \x01(\x0b\x32\x19.razpravljalnica.NodeInfo\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x05 \x01(\x05\x12\x17\n\x0fheartbeat_age_s\x18\x06 \x01(\x01\"\x84\x01\n\rClusterStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12-\n\x07members\x18\x02 \x03(\x0b\x32\x1c.mboard.cluster.MemberStatus\x12\x17\n\x0f\x63ontrol_address\x18\x03 \x01(\t*v\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43REATE_USER\x10\x01\x12\x10\n\x0c\x43REATE_TOPIC\x10\x02\x12\x08\n\x04POST\x10\x03\x12\n\n\x06UPDATE\x10\x04\x12\n\n\x06\x44\x45LETE\x10\x05\x12\x08\n\x04LIKE\x10\x06\x32\xe4\x01\n\x04Node\x12T\n\tReplicate\x12 .mboard.cluster.ReplicateRequest\x1a!.mboard.cluster.ReplicateResponse(\x01\x30\x01\x12\x41\n\nPushConfig\x12\x1b.mboard.cluster.ChainConfig\x1a\x16.google.protobuf.Empty\x12\x43\n\x06Status\x12\x1d.mboard.cluster.StatusRequest\x1a\x1a.mboard.cluster.NodeStatus2\xba\x03\n\x07\x43ontrol\x12J\n\x08Register\x12\x1f.mboard.cluster.RegisterRequest\x1a\x1d.mboard.cluster.RegisterReply\x12M\n\tHeartbeat\x12 .mboard.cluster.HeartbeatRequest\x1a\x1e.mboard.cluster.HeartbeatReply\x12I\n\x0eReportCaughtUp\x12\x1f.mboard.cluster.CaughtUpRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\rReportFailure\x12\x1d.mboard.cluster.FailureReport\x1a\x16.google.protobuf.Empty\x12=\n\x05Leave\x12\x1c.mboard.cluster.LeaveRequest\x1a\x16.google.protobuf.Empty\x12\x42\n\tGetStatus\x12\x16.google.protobuf.Empty\x1a\x1d.mboard.cluster.ClusterStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rcluster.proto\x12\x0emboard.cluster\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15razpravljalnica.proto\"\x91\x02\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.mboard.cluster.EntryKind\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04user\x18\x06 \x01(\x0b\x32\x15.razpravljalnica.User\x12%\n\x05topic\x18\x07 \x01(\x0b\x32\x16.razpravljalnica.Topic\x12)\n\x07message\x18\x08 \x01(\x0b\x32\x18.razpravljalnica.Message\x12\x10\n\x08liker_id\x18\t \x01(\x03\"s\n\x0b\x43hainConfig\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12(\n\x05\x63hain\x18\x02 \x03(\x0b\x32\x19.razpravljalnica.NodeInfo\x12+\n\x08learners\x18\x03 \x03(\x0b\x32\x19.razpravljalnica.NodeInfo\"V\n\tHandshake\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\"J\n\nEntryBatch\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x03\x12\x14\n\x0csender_epoch\x18\x03 \x01(\x03\"\x1a\n\x08Truncate\x12\x0e\n\x06to_seq\x18\x01 \x01(\x03\"\xa5\x01\n\x10ReplicateRequest\x12.\n\thandshake\x18\x01 \x01(\x0b\x32\x19.mboard.cluster.HandshakeH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.mboard.cluster.EntryBatchH\x00\x12,\n\x08truncate\x18\x03 \x01(\x0b\x32\x18.mboard.cluster.TruncateH\x00\x42\x06\n\x04\x62ody\"o\n\x0eHandshakeReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\x12\x12\n\nlast_epoch\x18\x04 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x05 \x01(\x03\"1\n\x03\x41\x63k\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x03\"p\n\x11ReplicateResponse\x12/\n\x05reply\x18\x01 \x01(\x0b\x32\x1e.mboard.cluster.HandshakeReplyH\x00\x12\"\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x13.mboard.cluster.AckH\x00\x42\x06\n\x04\x62ody\"\xb3\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x13\n\x0b\x61pplied_seq\x18\x05 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x07 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x08 \x01(\t\x12\x15\n\rserving_reads\x18\t \x01(\x08\"$\n\rStatusRequest\x12\x13\n\x0bwith_digest\x18\x01 \x01(\x08\"O\n\x0fRegisterRequest\x12\'\n\x04node\x18\x01 \x01(\x0b\x32\x19.razpravljalnica.NodeInfo\x12\x13\n\x0b\x61pplied_seq\x18\x02 \x01(\x03\"\x91\x01\n\rRegisterReply\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12\x16\n\x0e\x63luster_secret\x18\x02 \x01(\x0c\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\x12\x1d\n\x15subscribe_token_ttl_s\x18\x04 \x01(\x01\"s\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x13\n\x0b\x61pplied_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x05 \x01(\x05\"_\n\x0eHeartbeatReply\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12\x0f\n\x07lease_s\x18\x02 \x01(\x01\x12\x0f\n\x07unknown\x18\x03 \x01(\x08\"b\n\x0f\x43\x61ughtUpRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x0f\n\x07tail_id\x18\x02 \x01(\t\x12\x12\n\nlearner_id\x18\x03 \x01(\t\x12\x1b\n\x13learner_applied_seq\x18\x04 \x01(\x03\"G\n\rFailureReport\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x13\n\x0breporter_id\x18\x02 \x01(\t\x12\x12\n\nsuspect_id\x18\x03 \x01(\t\"\x1f\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x9f\x01\n\x0cMemberStatus\x12\'\n\x04node\x18\x01 \x01(\x0b\x32\x19.razpravljalnica.NodeInfo\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplied_seq\x18\x03 \x01(\x03\x12\x15\n\rcommitted_seq\x18\x04 \x01(\x03\x12\x13\n\x0bsubscribers\x18\x05 \x01(\x05\x12\x17\n\x0fheartbeat_age_s\x18\x06 \x01(\x01\"\x84\x01\n\rClusterStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.mboard.cluster.ChainConfig\x12-\n\x07members\x18\x02 \x03(\x0b\x32\x1c.mboard.cluster.MemberStatus\x12\x17\n\x0f\x63ontrol_address\x18\x03 \x01(\t*v\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x43REATE_USER\x10\x01\x12\x10\n\x0c\x43REATE_TOPIC\x10\x02\x12\x08\n\x04POST\x10\x03\x12\n\n\x06UPDATE\x10\x04\x12\n\n\x06\x44\x45LETE\x10\x05\x12\x08\n\x04LIKE\x10\x06\x32\xe4\x01\n\x04Node\x12T\n\tReplicate\x12 .mboard.cluster.ReplicateRequest\x1a!.mboard.cluster.ReplicateResponse(\x01\x30\x01\x12\x41\n\nPushConfig\x12\x1b.mboard.cluster.ChainConfig\x1a\x16.google.protobuf.Empty\x12\x43\n\x06Status\x12\x1d.mboard.cluster.StatusRequest\x1a\x1a.mboard.cluster.NodeStatus2\xba\x03\n\x07\x43ontrol\x12J\n\x08Register\x12\x1f.mboard.cluster.RegisterRequest\x1a\x1d.mboard.cluster.RegisterReply\x12M\n\tHeartbeat\x12 .mboard.cluster.HeartbeatRequest\x1a\x1e.mboard.cluster.HeartbeatReply\x12I\n\x0eReportCaughtUp\x12\x1f.mboard.cluster.CaughtUpRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\rReportFailure\x12\x1d.mboard.cluster.FailureReport\x1a\x16.google.protobuf.Empty\x12=\n\x05Leave\x12\x1c.mboard.cluster.LeaveRequest\x1a\x16.google.protobuf.Empty\x12\x42\n\tGetStatus\x12\x16.google.protobuf.Empty\x1a\x1d.mboard.cluster.ClusterStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=2293
-  _globals['_ENTRYKIND']._serialized_end=2411
+  _globals['_ENTRYKIND']._serialized_start=2315
+  _globals['_ENTRYKIND']._serialized_end=2433
   _globals['_ENTRY']._serialized_start=119
   _globals['_ENTRY']._serialized_end=392
   _globals['_CHAINCONFIG']._serialized_start=394
@@ -43,41 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDSHAKE']._serialized_start=511
   _globals['_HANDSHAKE']._serialized_end=597
   _globals['_ENTRYBATCH']._serialized_start=599
-  _globals['_ENTRYBATCH']._serialized_end=651
-  _globals['_TRUNCATE']._serialized_start=653
-  _globals['_TRUNCATE']._serialized_end=679
-  _globals['_REPLICATEREQUEST']._serialized_start=682
-  _globals['_REPLICATEREQUEST']._serialized_end=847
-  _globals['_HANDSHAKEREPLY']._serialized_start=849
-  _globals['_HANDSHAKEREPLY']._serialized_end=960
-  _globals['_ACK']._serialized_start=962
-  _globals['_ACK']._serialized_end=1011
-  _globals['_REPLICATERESPONSE']._serialized_start=1013
-  _globals['_REPLICATERESPONSE']._serialized_end=1125
-  _globals['_NODESTATUS']._serialized_start=1128
-  _globals['_NODESTATUS']._serialized_end=1307
-  _globals['_STATUSREQUEST']._serialized_start=1309
-  _globals['_STATUSREQUEST']._serialized_end=1345
-  _globals['_REGISTERREQUEST']._serialized_start=1347
-  _globals['_REGISTERREQUEST']._serialized_end=1426
-  _globals['_REGISTERREPLY']._serialized_start=1429
-  _globals['_REGISTERREPLY']._serialized_end=1574
-  _globals['_HEARTBEATREQUEST']._serialized_start=1576
-  _globals['_HEARTBEATREQUEST']._serialized_end=1691
-  _globals['_HEARTBEATREPLY']._serialized_start=1693
-  _globals['_HEARTBEATREPLY']._serialized_end=1788
-  _globals['_CAUGHTUPREQUEST']._serialized_start=1790
-  _globals['_CAUGHTUPREQUEST']._serialized_end=1888
-  _globals['_FAILUREREPORT']._serialized_start=1890
-  _globals['_FAILUREREPORT']._serialized_end=1961
-  _globals['_LEAVEREQUEST']._serialized_start=1963
-  _globals['_LEAVEREQUEST']._serialized_end=1994
-  _globals['_MEMBERSTATUS']._serialized_start=1997
-  _globals['_MEMBERSTATUS']._serialized_end=2156
-  _globals['_CLUSTERSTATUS']._serialized_start=2159
-  _globals['_CLUSTERSTATUS']._serialized_end=2291
-  _globals['_NODE']._serialized_start=2414
-  _globals['_NODE']._serialized_end=2642
-  _globals['_CONTROL']._serialized_start=2645
-  _globals['_CONTROL']._serialized_end=3087
+  _globals['_ENTRYBATCH']._serialized_end=673
+  _globals['_TRUNCATE']._serialized_start=675
+  _globals['_TRUNCATE']._serialized_end=701
+  _globals['_REPLICATEREQUEST']._serialized_start=704
+  _globals['_REPLICATEREQUEST']._serialized_end=869
+  _globals['_HANDSHAKEREPLY']._serialized_start=871
+  _globals['_HANDSHAKEREPLY']._serialized_end=982
+  _globals['_ACK']._serialized_start=984
+  _globals['_ACK']._serialized_end=1033
+  _globals['_REPLICATERESPONSE']._serialized_start=1035
+  _globals['_REPLICATERESPONSE']._serialized_end=1147
+  _globals['_NODESTATUS']._serialized_start=1150
+  _globals['_NODESTATUS']._serialized_end=1329
+  _globals['_STATUSREQUEST']._serialized_start=1331
+  _globals['_STATUSREQUEST']._serialized_end=1367
+  _globals['_REGISTERREQUEST']._serialized_start=1369
+  _globals['_REGISTERREQUEST']._serialized_end=1448
+  _globals['_REGISTERREPLY']._serialized_start=1451
+  _globals['_REGISTERREPLY']._serialized_end=1596
+  _globals['_HEARTBEATREQUEST']._serialized_start=1598
+  _globals['_HEARTBEATREQUEST']._serialized_end=1713
+  _globals['_HEARTBEATREPLY']._serialized_start=1715
+  _globals['_HEARTBEATREPLY']._serialized_end=1810
+  _globals['_CAUGHTUPREQUEST']._serialized_start=1812
+  _globals['_CAUGHTUPREQUEST']._serialized_end=1910
+  _globals['_FAILUREREPORT']._serialized_start=1912
+  _globals['_FAILUREREPORT']._serialized_end=1983
+  _globals['_LEAVEREQUEST']._serialized_start=1985
+  _globals['_LEAVEREQUEST']._serialized_end=2016
+  _globals['_MEMBERSTATUS']._serialized_start=2019
+  _globals['_MEMBERSTATUS']._serialized_end=2178
+  _globals['_CLUSTERSTATUS']._serialized_start=2181
+  _globals['_CLUSTERSTATUS']._serialized_end=2313
+  _globals['_NODE']._serialized_start=2436
+  _globals['_NODE']._serialized_end=2664
+  _globals['_CONTROL']._serialized_start=2667
+  _globals['_CONTROL']._serialized_end=3109
 # @@protoc_insertion_point(module_scope)

@@ -74,12 +74,14 @@ class Handshake(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., sender_id: _Optional[str] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ...) -> None: ...
 
 class EntryBatch(_message.Message):
-    __slots__ = ("entries", "committed_seq")
+    __slots__ = ("entries", "committed_seq", "sender_epoch")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENDER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedScalarFieldContainer[bytes]
     committed_seq: int
-    def __init__(self, entries: _Optional[_Iterable[bytes]] = ..., committed_seq: _Optional[int] = ...) -> None: ...
+    sender_epoch: int
+    def __init__(self, entries: _Optional[_Iterable[bytes]] = ..., committed_seq: _Optional[int] = ..., sender_epoch: _Optional[int] = ...) -> None: ...
 
 class Truncate(_message.Message):
     __slots__ = ("to_seq",)

@@ -1,0 +1,429 @@
+"""The board as a replicated state machine over one node's storage.
+
+The head turns a request into a fully resolved log entry (``Board.execute``): it validates
+against its own state, assigns the seq and the new ids, and fixes timestamps and like
+counts, so that ``Board.apply`` is deterministic on every replica. Both run on the writer
+thread, inside the storage layer's batch transaction; the reads run on reader threads.
+No networking here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import empty_pb2
+from google.protobuf.message import Message as ProtoMessage
+
+from mboard.api import cluster_pb2
+from mboard.api import razpravljalnica_pb2 as pb
+
+from .storage import BOARD_MODELS, LogEntry, Message, State, Storage, Topic, User
+
+MAX_NAME_LENGTH = 64
+Kind = cluster_pb2.EntryKind
+
+
+class BoardError(Exception):
+    """A request the board refuses; ``code`` is the gRPC status it answers with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> BoardError:
+    return BoardError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> BoardError:
+    return BoardError(grpc.StatusCode.NOT_FOUND, message)
+
+
+# ----------------------------------------------------------------- validation
+
+
+def check_name(what: str, name: str) -> str:
+    """Return the trimmed name, or raise INVALID_ARGUMENT saying what is wrong with it."""
+    trimmed = name.strip()
+    if not 1 <= len(trimmed) <= MAX_NAME_LENGTH:
+        raise invalid(
+            f"{what} name must be 1..{MAX_NAME_LENGTH} characters after trimming, "
+            f"got {len(trimmed)}"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in trimmed):
+        raise invalid(f"{what} name must not contain control characters")
+    return trimmed
+
+
+def name_key(name: str) -> str:
+    return name.casefold()
+
+
+def check_text(text: str, max_length: int) -> str:
+    if not text.strip():
+        raise invalid("text must not be empty")
+    if len(text) > max_length:
+        raise invalid(f"text is {len(text)} characters, the limit is {max_length}")
+    if "\x00" in text:
+        raise invalid("text must not contain NUL characters")
+    return text
+
+
+def check_id(field: str, value: int) -> int:
+    if value <= 0:
+        raise invalid(f"{field} must be > 0, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------- results
+
+
+def result_of(entry: cluster_pb2.Entry) -> ProtoMessage:
+    """What the write that produced ``entry`` answers its client (also on a retry)."""
+    if entry.kind == Kind.CREATE_USER:
+        return entry.user
+    if entry.kind == Kind.CREATE_TOPIC:
+        return entry.topic
+    if entry.kind == Kind.DELETE:
+        return empty_pb2.Empty()
+    return entry.message
+
+
+@dataclass
+class Outcome:
+    """What ``Board.execute`` did with one request.
+
+    ``entry``/``blob`` are set when it appended a new log entry. The client gets ``result``
+    or ``error`` only once ``wait_seq`` is committed: even a refusal or a no-op reflects
+    state that must not be shown before it is committed.
+    """
+
+    wait_seq: int
+    result: ProtoMessage | None = None
+    error: BoardError | None = None
+    entry: cluster_pb2.Entry | None = None
+    blob: bytes | None = None
+
+
+def _timestamp(micros: int):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
+def _micros(ts) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+# Hot statements, run on the writer connection as they are (see DESIGN.md, Storage).
+_INSERT_LOG = "INSERT INTO log (seq, epoch, topic_id, request_id, data) VALUES (?, ?, ?, ?, ?)"
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, topic_id, user_id, text, created_at_us, likes, deleted) "
+    "VALUES (?, ?, ?, ?, ?, 0, 0)"
+)
+_SELECT_MESSAGE = (
+    "SELECT topic_id, user_id, text, created_at_us, likes, deleted FROM messages WHERE id = ?"
+)
+
+
+class Board:
+    """State of one replica. Write methods run on the storage writer thread only."""
+
+    def __init__(self, storage: Storage, max_text_length: int = 4096, page_max: int = 1000):
+        self.storage = storage
+        self.max_text_length = max_text_length
+        self.page_max = page_max
+        self.storage.run_sync(self._load)
+
+    def _load(self) -> None:
+        """(Re)derive the writer's in-memory view from the database."""
+        last = LogEntry.select(LogEntry.seq, LogEntry.epoch).order_by(LogEntry.seq.desc()).first()
+        self.applied_seq = last.seq if last else 0
+        self.last_epoch = last.epoch if last else 0
+        row = State.get_or_none(State.key == "committed_seq")
+        self.saved_committed_seq = min(row.value if row else 0, self.applied_seq)
+        self.next_user_id = _next_id(User)
+        self.next_topic_id = _next_id(Topic)
+        self.next_message_id = _next_id(Message)
+
+    # ------------------------------------------------------------ head: execute
+
+    def execute(self, kind: str, request: ProtoMessage, request_id: str, epoch: int) -> Outcome:
+        """Validate ``request``; if it changes the board, append and apply its entry."""
+        if request_id:
+            row = (
+                self._conn()
+                .execute("SELECT seq, data FROM log WHERE request_id = ?", (request_id,))
+                .fetchone()
+            )
+            if row:  # a retry of a write that is already in the log: answer as before
+                entry = cluster_pb2.Entry.FromString(row[1])
+                return Outcome(wait_seq=row[0], result=result_of(entry))
+        try:
+            entry = getattr(self, f"_resolve_{kind}")(request)
+        except BoardError as error:
+            return Outcome(wait_seq=self.applied_seq, error=error)
+        if isinstance(entry, ProtoMessage) and not isinstance(entry, cluster_pb2.Entry):
+            return Outcome(wait_seq=self.applied_seq, result=entry)  # a no-op (liked again)
+        entry.seq = self.applied_seq + 1
+        entry.epoch = epoch
+        entry.request_id = request_id
+        entry.at.CopyFrom(_timestamp(time.time_ns() // 1000))
+        if entry.kind == Kind.POST:
+            entry.message.created_at.CopyFrom(entry.at)
+        blob = entry.SerializeToString()
+        self._apply(entry, blob)
+        return Outcome(wait_seq=entry.seq, result=result_of(entry), entry=entry, blob=blob)
+
+    def _resolve_create_user(self, request: pb.CreateUserRequest) -> cluster_pb2.Entry:
+        name = check_name("user", request.name)
+        if (
+            self._conn()
+            .execute("SELECT 1 FROM users WHERE name_key = ?", (name_key(name),))
+            .fetchone()
+        ):
+            raise BoardError(grpc.StatusCode.ALREADY_EXISTS, f"user name {name!r} is taken")
+        user = pb.User(id=self.next_user_id, name=name)
+        return cluster_pb2.Entry(kind=Kind.CREATE_USER, user=user)
+
+    def _resolve_create_topic(self, request: pb.CreateTopicRequest) -> cluster_pb2.Entry:
+        name = check_name("topic", request.name)
+        if (
+            self._conn()
+            .execute("SELECT 1 FROM topics WHERE name_key = ?", (name_key(name),))
+            .fetchone()
+        ):
+            raise BoardError(grpc.StatusCode.ALREADY_EXISTS, f"topic name {name!r} is taken")
+        topic = pb.Topic(id=self.next_topic_id, name=name)
+        return cluster_pb2.Entry(kind=Kind.CREATE_TOPIC, topic=topic)
+
+    def _resolve_post_message(self, request: pb.PostMessageRequest) -> cluster_pb2.Entry:
+        check_id("topic_id", request.topic_id)
+        check_id("user_id", request.user_id)
+        text = check_text(request.text, self.max_text_length)
+        self._require_user(request.user_id)
+        self._require_topic(request.topic_id)
+        message = pb.Message(
+            id=self.next_message_id, topic_id=request.topic_id, user_id=request.user_id, text=text
+        )
+        return cluster_pb2.Entry(kind=Kind.POST, message=message)
+
+    def _resolve_update_message(self, request: pb.UpdateMessageRequest) -> cluster_pb2.Entry:
+        text = check_text(request.text, self.max_text_length)
+        message = self._authored_message(request)
+        message.text = text
+        return cluster_pb2.Entry(kind=Kind.UPDATE, message=message)
+
+    def _resolve_delete_message(self, request: pb.DeleteMessageRequest) -> cluster_pb2.Entry:
+        return cluster_pb2.Entry(kind=Kind.DELETE, message=self._authored_message(request))
+
+    def _resolve_like_message(self, request: pb.LikeMessageRequest):
+        check_id("user_id", request.user_id)
+        message = self._live_message(request.topic_id, request.message_id)
+        self._require_user(request.user_id)
+        liked = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM likes WHERE user_id = ? AND message_id = ?",
+                (request.user_id, request.message_id),
+            )
+            .fetchone()
+        )
+        if liked:
+            return message  # one like per user: liking again changes nothing
+        message.likes += 1
+        return cluster_pb2.Entry(kind=Kind.LIKE, message=message, liker_id=request.user_id)
+
+    def _authored_message(self, request) -> pb.Message:
+        check_id("user_id", request.user_id)
+        message = self._live_message(request.topic_id, request.message_id)
+        if message.user_id != request.user_id:
+            raise BoardError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"user {request.user_id} is not the author of message {request.message_id}",
+            )
+        return message
+
+    def _live_message(self, topic_id: int, message_id: int) -> pb.Message:
+        check_id("topic_id", topic_id)
+        check_id("message_id", message_id)
+        row = self._conn().execute(_SELECT_MESSAGE, (message_id,)).fetchone()
+        if row is None or row[5] or row[0] != topic_id:
+            raise not_found(f"message {message_id} does not exist in topic {topic_id}")
+        return pb.Message(
+            id=message_id, topic_id=row[0], user_id=row[1], text=row[2],
+            created_at=_timestamp(row[3]), likes=row[4],
+        )  # fmt: skip
+
+    def _require_user(self, user_id: int) -> None:
+        if not self._conn().execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+            raise not_found(f"user {user_id} does not exist")
+
+    def _require_topic(self, topic_id: int) -> None:
+        if not self._conn().execute("SELECT 1 FROM topics WHERE id = ?", (topic_id,)).fetchone():
+            raise not_found(f"topic {topic_id} does not exist")
+
+    # ------------------------------------------------------- every node: apply
+
+    def apply_blobs(self, blobs: list[bytes]) -> list[tuple[cluster_pb2.Entry, bytes]]:
+        """Apply replicated entries in order, skipping ones already applied.
+
+        Returns the entries it applied. A gap means the sender and this node disagree on
+        where the stream stands; refuse it so the link re-handshakes.
+        """
+        applied = []
+        for blob in blobs:
+            entry = cluster_pb2.Entry.FromString(blob)
+            if entry.seq <= self.applied_seq:
+                continue
+            if entry.seq != self.applied_seq + 1:
+                raise ValueError(
+                    f"gap in the log: expected seq {self.applied_seq + 1}, got {entry.seq}"
+                )
+            self._apply(entry, blob)
+            applied.append((entry, blob))
+        return applied
+
+    def _apply(self, entry: cluster_pb2.Entry, blob: bytes) -> None:
+        self._apply_state(entry)
+        topic_id = entry.message.topic_id or entry.topic.id or None
+        self._conn().execute(
+            _INSERT_LOG, (entry.seq, entry.epoch, topic_id, entry.request_id or None, blob)
+        )
+        self.applied_seq = entry.seq
+        self.last_epoch = entry.epoch
+
+    def _apply_state(self, entry: cluster_pb2.Entry) -> None:
+        conn = self._conn()
+        message = entry.message
+        if entry.kind == Kind.CREATE_USER:
+            User.insert(
+                id=entry.user.id, name=entry.user.name, name_key=name_key(entry.user.name)
+            ).execute()
+            self.next_user_id = max(self.next_user_id, entry.user.id + 1)
+        elif entry.kind == Kind.CREATE_TOPIC:
+            Topic.insert(
+                id=entry.topic.id, name=entry.topic.name, name_key=name_key(entry.topic.name)
+            ).execute()
+            self.next_topic_id = max(self.next_topic_id, entry.topic.id + 1)
+        elif entry.kind == Kind.POST:
+            conn.execute(
+                _INSERT_MESSAGE,
+                (
+                    message.id,
+                    message.topic_id,
+                    message.user_id,
+                    message.text,
+                    _micros(message.created_at),
+                ),
+            )
+            self.next_message_id = max(self.next_message_id, message.id + 1)
+        elif entry.kind == Kind.UPDATE:
+            conn.execute("UPDATE messages SET text = ? WHERE id = ?", (message.text, message.id))
+        elif entry.kind == Kind.DELETE:
+            conn.execute("UPDATE messages SET deleted = 1 WHERE id = ?", (message.id,))
+        elif entry.kind == Kind.LIKE:
+            conn.execute(
+                "INSERT INTO likes (user_id, message_id) VALUES (?, ?)",
+                (entry.liker_id, message.id),
+            )
+            conn.execute("UPDATE messages SET likes = ? WHERE id = ?", (message.likes, message.id))
+        else:
+            raise ValueError(f"entry {entry.seq} has unknown kind {entry.kind}")
+
+    def save_committed(self, committed_seq: int) -> None:
+        """Persist how far the chain has committed (a lower bound is always safe)."""
+        committed_seq = min(committed_seq, self.applied_seq)
+        if committed_seq > self.saved_committed_seq:
+            State.replace(key="committed_seq", value=committed_seq).execute()
+            self.saved_committed_seq = committed_seq
+
+    def truncate(self, to_seq: int) -> None:
+        """Drop every entry above ``to_seq`` and rebuild the board from the remaining log.
+
+        Only entries the chain never committed are ever above ``to_seq``. Rebuilding from
+        our own log keeps apply the one path that writes board state.
+        """
+        LogEntry.delete().where(LogEntry.seq > to_seq).execute()
+        for model in reversed(BOARD_MODELS):
+            model.delete().execute()
+        self.next_user_id = self.next_topic_id = self.next_message_id = 1
+        for (blob,) in LogEntry.select(LogEntry.data).order_by(LogEntry.seq).tuples().iterator():
+            self._apply_state(cluster_pb2.Entry.FromString(bytes(blob)))
+        State.replace(key="committed_seq", value=min(self.saved_committed_seq, to_seq)).execute()
+        self._load()
+
+    def _conn(self):
+        return self.storage.connection()
+
+    # ------------------------------------------------------- reader threads
+
+    def list_topics(self) -> list[pb.Topic]:
+        rows = Topic.select(Topic.id, Topic.name).order_by(Topic.id).tuples()
+        return [pb.Topic(id=topic_id, name=name) for topic_id, name in rows]
+
+    def get_user(self, user_id: int) -> pb.User:
+        check_id("user_id", user_id)
+        user = User.get_or_none(User.id == user_id)
+        if user is None:
+            raise not_found(f"user {user_id} does not exist")
+        return pb.User(id=user.id, name=user.name)
+
+    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> list[pb.Message]:
+        check_id("topic_id", topic_id)
+        if from_message_id < 0:
+            raise invalid(f"from_message_id must be >= 0, got {from_message_id}")
+        if not Topic.select().where(Topic.id == topic_id).exists():
+            raise not_found(f"topic {topic_id} does not exist")
+        # limit <= 0 means the page maximum; larger asks are capped at it.
+        limit = self.page_max if limit <= 0 else min(limit, self.page_max)
+        rows = (
+            Message.select(
+                Message.id, Message.user, Message.text, Message.created_at_us, Message.likes
+            )
+            .where((Message.topic == topic_id) & (Message.id >= from_message_id) & ~Message.deleted)
+            .order_by(Message.id)
+            .limit(limit)
+            .tuples()
+        )
+        return [
+            pb.Message(
+                id=message_id, topic_id=topic_id, user_id=user_id, text=text,
+                created_at=_timestamp(created_at_us), likes=likes,
+            )
+            for message_id, user_id, text, created_at_us, likes in rows
+        ]  # fmt: skip
+
+    def log_blobs(self, from_seq: int, limit: int) -> list[bytes]:
+        """Serialized entries with seq >= from_seq, ascending (catch-up and resends)."""
+        rows = (
+            LogEntry.select(LogEntry.data)
+            .where(LogEntry.seq >= from_seq)
+            .order_by(LogEntry.seq)
+            .limit(limit)
+            .tuples()
+        )
+        return [bytes(data) for (data,) in rows]
+
+    def epoch_at(self, seq: int) -> int | None:
+        row = LogEntry.select(LogEntry.epoch).where(LogEntry.seq == seq).tuples().first()
+        return row[0] if row else None
+
+    def digest(self) -> str:
+        """A hash of the board's tables; equal on replicas that applied the same log."""
+        sha = hashlib.sha256()
+        for model in BOARD_MODELS:
+            for row in model.select().order_by(*model._meta.get_primary_keys()).tuples():
+                sha.update(repr(row).encode())
+        return sha.hexdigest()
+
+
+def _next_id(model) -> int:
+    from peewee import fn
+
+    return (model.select(fn.MAX(model.id)).scalar() or 0) + 1

@@ -1,0 +1,246 @@
+"""The chain replication protocol as plain code: no gRPC, no SQLite.
+
+What a node does with a configuration, a handshake, a batch's metadata and an ack lives
+here, so it can be tested with a fake transport. ``mboard.node.replication`` moves the
+messages; ``mboard.node.board`` applies the entries.
+
+Invariants this code keeps (DESIGN.md):
+- Prefix: a node only accepts entries from its predecessor in its current epoch, resent
+  from exactly where its own log ends.
+- Commit: an entry is committed once the tail has applied it; ``committed_seq`` only ever
+  grows and only comes from the tail (directly, or relayed through acks and batches).
+- Reads: a tail serves reads only with a valid lease, and only once it holds everything its
+  predecessor had committed when it became tail (the read barrier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from mboard.api import cluster_pb2
+
+# A learner this close to the tail is promoted; the rest arrives within one batch or two.
+CAUGHT_UP_LAG = 100
+
+
+class Peer(NamedTuple):
+    node_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where one node stands in one configuration."""
+
+    epoch: int
+    role: str  # head, middle, tail, head+tail, learner, standby
+    predecessor: Peer | None
+    successor: Peer | None
+    successor_is_learner: bool = False
+
+    @property
+    def is_head(self) -> bool:
+        return self.role in ("head", "head+tail")
+
+    @property
+    def is_tail(self) -> bool:
+        return self.role in ("tail", "head+tail")
+
+    @property
+    def in_chain(self) -> bool:
+        return self.role not in ("learner", "standby")
+
+
+def _peer(info) -> Peer:
+    return Peer(info.node_id, info.address)
+
+
+def position_in(config: cluster_pb2.ChainConfig, node_id: str) -> Position:
+    """Compute a node's role, predecessor and successor in ``config``."""
+    chain = [_peer(n) for n in config.chain]
+    learners = [_peer(n) for n in config.learners]
+    line = chain + learners  # entries flow along this line; commit happens at chain[-1]
+    index = next((i for i, peer in enumerate(line) if peer.node_id == node_id), None)
+    if index is None or (index >= len(chain) and not chain):
+        return Position(config.epoch, "standby", None, None)
+    predecessor = line[index - 1] if index > 0 else None
+    successor = line[index + 1] if index + 1 < len(line) else None
+    if index >= len(chain):
+        role = "learner"
+    elif len(chain) == 1:
+        role = "head+tail"
+    elif index == 0:
+        role = "head"
+    elif index == len(chain) - 1:
+        role = "tail"
+    else:
+        role = "middle"
+    return Position(
+        config.epoch, role, predecessor, successor, successor_is_learner=index + 1 >= len(chain)
+    )
+
+
+def refuse_handshake(position: Position, handshake: cluster_pb2.Handshake) -> str | None:
+    """Why a receiver must refuse this sender (fencing), or None to accept it."""
+    if handshake.epoch != position.epoch:
+        return f"epoch mismatch: sender is at epoch {handshake.epoch}, receiver at {position.epoch}"
+    if position.predecessor is None or position.predecessor.node_id != handshake.sender_id:
+        expected = position.predecessor.node_id if position.predecessor else "none"
+        return (
+            f"{handshake.sender_id} is not the predecessor in epoch {position.epoch} "
+            f"(expected {expected})"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Resend:
+    """What a sender does after the receiver's handshake reply."""
+
+    truncate_to: int | None  # tell the receiver to drop entries above this seq first
+    next_seq: int  # the first seq to send
+
+
+def plan_resend(
+    reply: cluster_pb2.HandshakeReply, my_last_seq: int, my_epoch_at: int | None
+) -> Resend:
+    """Resend exactly the suffix the receiver lacks.
+
+    ``my_epoch_at`` is the epoch of MY entry at ``reply.last_seq`` (None if I have none).
+    Equal ``(seq, epoch)`` means equal logs up to there (one head per epoch). Otherwise the
+    receiver holds entries the chain never committed (a former head, or a node cut off
+    mid-stream): it keeps only what it knows is committed and gets the rest again.
+    """
+    if reply.last_seq == 0 or (reply.last_seq <= my_last_seq and my_epoch_at == reply.last_epoch):
+        return Resend(None, reply.last_seq + 1)
+    keep = min(reply.committed_seq, my_last_seq)
+    return Resend(keep, keep + 1)
+
+
+class CommitWaiters:
+    """Futures waiting for ``committed_seq`` to reach a seq."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, asyncio.Future]] = []
+        self._order = itertools.count()
+
+    def wait(self, seq: int, committed_seq: int) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        if seq <= committed_seq:
+            future.set_result(None)
+        else:
+            heapq.heappush(self._heap, (seq, next(self._order), future))
+        return future
+
+    def advance(self, committed_seq: int) -> None:
+        while self._heap and self._heap[0][0] <= committed_seq:
+            _, _, future = heapq.heappop(self._heap)
+            if not future.done():
+                future.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class ChainState:
+    """One node's protocol state: its position, progress, commit point and read rights."""
+
+    def __init__(self, node_id: str, applied_seq: int = 0, committed_seq: int = 0) -> None:
+        self.node_id = node_id
+        self.position = Position(0, "standby", None, None)
+        self.config = cluster_pb2.ChainConfig()
+        self.applied_seq = applied_seq
+        self.committed_seq = min(committed_seq, applied_seq)
+        self.successor_applied_seq = 0
+        # What the predecessor last told us: (its epoch, its committed_seq).
+        self._predecessor_word: tuple[int, int] | None = None
+        self._read_barrier: int | None = None
+        self._lease_until = 0.0
+
+    # -------------------------------------------------------------- config
+
+    def adopt(self, config: cluster_pb2.ChainConfig) -> tuple[Position, Position] | None:
+        """Take a newer configuration; return (old, new) position, or None if not newer."""
+        if config.epoch <= self.config.epoch:
+            return None
+        old = self.position
+        new = position_in(config, self.node_id)
+        self.config = config
+        self.position = new
+        if new.predecessor != old.predecessor:
+            self._predecessor_word = None
+        if new.successor != old.successor:
+            self.successor_applied_seq = 0
+        if not new.is_tail:
+            self._read_barrier = None
+            self._lease_until = 0.0
+        elif new.predecessor is None:
+            self._read_barrier = 0  # alone: everything committed is here
+        elif not old.is_tail:
+            self._read_barrier = None  # newly tail: learn what the predecessor committed
+            self._check_barrier()
+        if new.is_tail:
+            self._commit(self.applied_seq)
+        return old, new
+
+    # ------------------------------------------------------------ progress
+
+    def note_applied(self, seq: int) -> bool:
+        """Entries up to ``seq`` are applied here; return True if that committed them."""
+        self.applied_seq = seq
+        return self.position.is_tail and self._commit(seq)
+
+    def note_predecessor(self, sender_epoch: int, committed_seq: int) -> bool:
+        """A batch from the predecessor told us its epoch and commit point."""
+        self._predecessor_word = (sender_epoch, committed_seq)
+        self._check_barrier()
+        return self._commit(
+            min(committed_seq, self.applied_seq) if self.position.in_chain else committed_seq
+        )
+
+    def note_successor_ack(self, ack: cluster_pb2.Ack) -> tuple[bool, bool]:
+        """Take an ack from the successor: (committed advanced, learner caught up)."""
+        self.successor_applied_seq = max(self.successor_applied_seq, ack.applied_seq)
+        advanced = self._commit(min(ack.committed_seq, self.applied_seq))
+        caught_up = (
+            self.position.is_tail
+            and self.position.successor_is_learner
+            and self.successor_applied_seq >= self.applied_seq - CAUGHT_UP_LAG
+        )
+        return advanced, caught_up
+
+    def _commit(self, seq: int) -> bool:
+        if seq > self.committed_seq:
+            self.committed_seq = seq
+            return True
+        return False
+
+    def ack(self) -> cluster_pb2.Ack:
+        """What this node tells its predecessor."""
+        return cluster_pb2.Ack(applied_seq=self.applied_seq, committed_seq=self.committed_seq)
+
+    # --------------------------------------------------------------- reads
+
+    def grant_lease(self, epoch: int, until: float) -> None:
+        """The control plane granted a read lease in ``epoch``, valid until ``until``."""
+        if epoch == self.position.epoch and self.position.is_tail:
+            self._lease_until = max(self._lease_until, until)
+
+    def _check_barrier(self) -> None:
+        word = self._predecessor_word
+        if self._read_barrier is None and word and word[0] >= self.position.epoch:
+            self._read_barrier = word[1]
+
+    def refuse_read(self, now: float) -> str | None:
+        """Why this node cannot serve a linearizable read now, or None if it can."""
+        if not self.position.is_tail:
+            return "not the tail"
+        if now >= self._lease_until:
+            return "the tail's read lease from the control plane has run out"
+        if self._read_barrier is None or self.applied_seq < self._read_barrier:
+            return "the new tail is still receiving what its predecessor committed"
+        return None

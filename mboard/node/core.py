@@ -1,0 +1,258 @@
+"""A running node: ties the board, the protocol state and the replication links together.
+
+Everything here runs on the event loop, except the functions handed to ``storage.submit``,
+which run on the writer thread. The servicers in ``service.py`` only translate gRPC calls
+into calls on ``NodeCore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from mboard import grpc_util
+from mboard.api import cluster_pb2
+from mboard.config import NodeConfig
+
+from .board import Board, BoardError, Outcome
+from .chain import ChainState, CommitWaiters
+from .replication import Forwarder, RecentLog
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+REPORT_INTERVAL = 0.5  # at most one failure / caught-up report per this many seconds
+
+
+class NodeCore:
+    def __init__(self, config: NodeConfig, storage: Storage, board: Board) -> None:
+        self.config = config
+        self.node_id = config.id
+        self.storage = storage
+        self.board = board
+        self.state = ChainState(config.id, board.applied_seq, board.saved_committed_seq)
+        self.last_epoch = board.last_epoch  # epoch of the entry at applied_seq
+        self.waiters = CommitWaiters()
+        self.recent = RecentLog()
+        self.forwarder = Forwarder(self)
+        self.ack_events: set[asyncio.Event] = set()
+        self.commit_listeners: list[Callable[[], None]] = []
+        self.config_listeners: list[Callable[[], None]] = []
+        self.control = None  # the ControlLink, set by the server once it exists
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._last_report: dict[tuple[str, str], float] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.storage.start(asyncio.get_running_loop())
+        self.forwarder.start()
+
+    async def stop(self) -> None:
+        await self.forwarder.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for channel in self._channels.values():
+            await channel.close()
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc_util.channel(address)
+        return self._channels[address]
+
+    # --------------------------------------------------------------- writes
+
+    async def write(self, kind: str, request: ProtoMessage, request_id: str) -> ProtoMessage:
+        """Run a client write at the head; answer once it is committed."""
+        self._require_head()
+        future = self.storage.submit(lambda: self._execute(kind, request, request_id))
+        future.add_done_callback(self._after_execute)
+        outcome: Outcome = await future
+        try:
+            await asyncio.wait_for(
+                self.waiters.wait(outcome.wait_seq, self.state.committed_seq),
+                self.config.write_timeout,
+            )
+        except TimeoutError:
+            raise BoardError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the write was not committed within {self.config.write_timeout:g}s; "
+                "retry it with the same x-request-id",
+            ) from None
+        if outcome.error:
+            raise outcome.error
+        return outcome.result
+
+    def _execute(self, kind: str, request: ProtoMessage, request_id: str) -> Outcome:
+        # Writer thread. The role may have changed since the handler checked it.
+        position = self.state.position
+        if not position.is_head:
+            return Outcome(wait_seq=0, error=self._not_head_error())
+        self.board.save_committed(self.state.committed_seq)
+        return self.board.execute(kind, request, request_id, position.epoch)
+
+    def _after_execute(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None and future.result().entry:
+            outcome = future.result()
+            self._on_applied([(outcome.entry, outcome.blob)])
+
+    def _require_head(self) -> None:
+        if not self.state.position.is_head:
+            raise self._not_head_error()
+
+    def _not_head_error(self) -> BoardError:
+        head = self.state.config.chain[0] if self.state.config.chain else None
+        where = f"the head is {head.node_id} at {head.address}" if head else "there is no chain"
+        return BoardError(
+            grpc.StatusCode.FAILED_PRECONDITION, f"{self.node_id} is not the head; {where}"
+        )
+
+    # ----------------------------------------------------- replication input
+
+    def apply_batch(self, blobs: list[bytes]) -> asyncio.Future:
+        """Apply entries received from the predecessor (group-committed by the writer)."""
+
+        def apply():
+            self.board.save_committed(self.state.committed_seq)
+            applied = self.board.apply_blobs(blobs)
+            if self.state.position.is_tail:  # what the tail applies is committed
+                self.board.save_committed(self.board.applied_seq)
+            return applied
+
+        future = self.storage.submit(apply)
+        future.add_done_callback(
+            lambda f: f.cancelled() or f.exception() or self._on_applied(f.result())
+        )
+        return future
+
+    def truncate(self, to_seq: int) -> asyncio.Future:
+        """Drop uncommitted entries above ``to_seq`` (divergence repair)."""
+        future = self.storage.submit(lambda: self.board.truncate(to_seq))
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception():
+                return
+            self.recent.clear()
+            self.state.applied_seq = self.board.applied_seq
+            self.last_epoch = self.board.last_epoch
+
+        future.add_done_callback(done)
+        return future
+
+    async def drain_writes(self) -> None:
+        """Wait until every write submitted so far is applied."""
+        await self.storage.submit(lambda: None)
+
+    def _on_applied(self, applied: list) -> None:
+        if not applied:
+            return
+        for entry, blob in applied:
+            self.recent.append(entry.seq, blob)
+        last = applied[-1][0]
+        self.last_epoch = last.epoch
+        if self.state.note_applied(last.seq):
+            self._on_commit()
+        self.forwarder.wake()
+        self._want_ack()
+
+    def on_predecessor_word(self, sender_epoch: int, committed_seq: int) -> None:
+        if self.state.note_predecessor(sender_epoch, committed_seq):
+            self._on_commit()
+
+    def on_successor_ack(self, ack: cluster_pb2.Ack) -> None:
+        advanced, caught_up = self.state.note_successor_ack(ack)
+        if advanced:
+            self._on_commit()
+        if caught_up:
+            self.report_caught_up()
+
+    def _on_commit(self) -> None:
+        self.waiters.advance(self.state.committed_seq)
+        self._want_ack()
+        for listener in self.commit_listeners:
+            listener()
+
+    def _want_ack(self) -> None:
+        for event in self.ack_events:
+            event.set()
+
+    # ---------------------------------------------------------------- reads
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run a read on this node if it can prove it is up to date."""
+        reason = self.state.refuse_read(time.monotonic())
+        if reason:
+            tail = self.state.config.chain[-1] if self.state.config.chain else None
+            where = f"; the tail is {tail.node_id} at {tail.address}" if tail else ""
+            raise BoardError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self.node_id} cannot serve reads: {reason}{where}",
+            )
+        return await self.storage.read(fn)
+
+    # --------------------------------------------------------------- config
+
+    def apply_config(self, config: cluster_pb2.ChainConfig) -> None:
+        committed_before = self.state.committed_seq
+        change = self.state.adopt(config)
+        if change is None:
+            return
+        old, new = change
+        chain = ", ".join(n.node_id for n in config.chain)
+        learners = ", ".join(n.node_id for n in config.learners)
+        log.info(
+            "epoch %d: role %s -> %s (chain [%s] learners [%s])",
+            config.epoch, old.role, new.role, chain, learners,
+        )  # fmt: skip
+        if new.successor != old.successor:
+            self.forwarder.relink()
+        else:
+            self.forwarder.wake()
+        if self.state.committed_seq > committed_before:
+            self._on_commit()
+        self._want_ack()
+        for listener in self.config_listeners:
+            listener()
+
+    # ------------------------------------------------- reports to the control
+
+    def report_failure(self, suspect_id: str) -> None:
+        if self.control and self._may_report("failure", suspect_id):
+            self.spawn(self.control.report_failure(self.state.position.epoch, suspect_id))
+
+    def report_caught_up(self) -> None:
+        successor = self.state.position.successor
+        if self.control and successor and self._may_report("caught_up", successor.node_id):
+            self.spawn(
+                self.control.report_caught_up(
+                    self.state.position.epoch, successor.node_id, self.state.successor_applied_seq
+                )
+            )
+
+    def _may_report(self, what: str, about: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_report.get((what, about), 0.0) < REPORT_INTERVAL:
+            return False
+        self._last_report[(what, about)] = now
+        return True
+
+    def spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def status(self) -> cluster_pb2.NodeStatus:
+        return cluster_pb2.NodeStatus(
+            node_id=self.node_id,
+            address=self.config.address,
+            role=self.state.position.role,
+            epoch=self.state.position.epoch,
+            applied_seq=self.state.applied_seq,
+            committed_seq=self.state.committed_seq,
+            serving_reads=self.state.refuse_read(time.monotonic()) is None,
+        )

@@ -1,0 +1,256 @@
+"""The replication stream between neighbours: gRPC plumbing around ``chain.py``.
+
+The predecessor opens one long-lived bidirectional stream to its successor (``Forwarder``).
+Entries go down in batches as soon as they are applied, many in flight at once; cumulative
+acks come up on the same stream. The receiving side (``receive``) applies each batch
+through the storage writer, which group-commits whatever has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING
+
+import grpc
+
+from mboard.api import cluster_pb2, cluster_pb2_grpc
+
+from .chain import Peer, plan_resend, refuse_handshake
+
+if TYPE_CHECKING:
+    from .core import NodeCore
+
+log = logging.getLogger(__name__)
+
+BATCH_ENTRIES = 500  # entries per stream message: big enough to amortise, small enough to pipeline
+MAX_PENDING_APPLIES = 32  # batches handed to the writer but not yet applied, per inbound link
+RETRY_DELAY = 0.05
+
+
+class RecentLog:
+    """The newest entries in memory, so forwarding rarely reads the log table."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._blobs: deque[bytes] = deque(maxlen=capacity)
+        self._last_seq = 0
+
+    def append(self, seq: int, blob: bytes) -> None:
+        if seq != self._last_seq + 1:
+            self._blobs.clear()
+        self._blobs.append(blob)
+        self._last_seq = seq
+
+    def clear(self) -> None:
+        self._blobs.clear()
+        self._last_seq = 0
+
+    def get(self, from_seq: int, limit: int) -> list[bytes] | None:
+        """Entries from ``from_seq`` on, or None if they are no longer (or not yet) here."""
+        first_seq = self._last_seq - len(self._blobs) + 1
+        if not self._blobs or from_seq < first_seq or from_seq > self._last_seq:
+            return None
+        start = from_seq - first_seq
+        return [self._blobs[i] for i in range(start, min(start + limit, len(self._blobs)))]
+
+
+class LinkRefused(Exception):
+    pass
+
+
+class Forwarder:
+    """Keeps the stream to the current successor and pushes entries down it."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self._wake = asyncio.Event()
+        self._relink = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="forwarder")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def wake(self) -> None:
+        """New entries, a new commit point or a new epoch: send what there is."""
+        self._wake.set()
+
+    def relink(self) -> None:
+        """The successor changed: drop the current stream and open a new one."""
+        self._relink.set()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._relink.clear()
+            successor = self.core.state.position.successor
+            if successor is None:
+                await self._wait_wake()
+                continue
+            try:
+                await self._stream_to(successor)
+            except asyncio.CancelledError:
+                raise
+            except LinkRefused as exc:
+                log.debug("link to %s refused: %s", successor.node_id, exc)
+                await asyncio.sleep(RETRY_DELAY)
+            except grpc.aio.AioRpcError as exc:
+                if not self._relink.is_set():
+                    log.info("link to %s broke: %s", successor.node_id, exc.code().name)
+                    self.core.report_failure(successor.node_id)
+                    await asyncio.sleep(RETRY_DELAY)
+            except Exception:
+                log.exception("link to %s failed", successor.node_id)
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def _wait_wake(self) -> None:
+        await self._wake.wait()
+        self._wake.clear()
+
+    async def _stream_to(self, successor: Peer) -> None:
+        core = self.core
+        epoch = core.state.position.epoch
+        stub = cluster_pb2_grpc.NodeStub(core.channel(successor.address))
+        call = stub.Replicate()
+        try:
+            handshake = cluster_pb2.Handshake(
+                epoch=epoch, sender_id=core.node_id, last_seq=core.state.applied_seq,
+                committed_seq=core.state.committed_seq,
+            )  # fmt: skip
+            await call.write(cluster_pb2.ReplicateRequest(handshake=handshake))
+            response = await asyncio.wait_for(call.read(), timeout=5)
+            if response is grpc.aio.EOF or not response.reply.accepted:
+                raise LinkRefused(response.reply.reason if response is not grpc.aio.EOF else "EOF")
+            reply = response.reply
+            my_epoch_at = await core.storage.read(lambda: core.board.epoch_at(reply.last_seq))
+            plan = plan_resend(reply, core.state.applied_seq, my_epoch_at)
+            if plan.truncate_to is not None:
+                log.warning(
+                    "%s holds entries the chain never committed (last seq %d epoch %d): "
+                    "truncating it to %d",
+                    successor.node_id, reply.last_seq, reply.last_epoch, plan.truncate_to,
+                )  # fmt: skip
+                await call.write(
+                    cluster_pb2.ReplicateRequest(
+                        truncate=cluster_pb2.Truncate(to_seq=plan.truncate_to)
+                    )
+                )
+            log.info(
+                "streaming to %s from seq %d (epoch %d)", successor.node_id, plan.next_seq, epoch
+            )
+            acks = asyncio.create_task(self._read_acks(call))
+            try:
+                await self._send_loop(call, plan.next_seq, acks)
+            finally:
+                acks.cancel()
+        finally:
+            call.cancel()
+
+    async def _read_acks(self, call) -> None:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                return
+            self.core.on_successor_ack(response.ack)
+
+    async def _send_loop(self, call, next_seq: int, acks: asyncio.Task) -> None:
+        core = self.core
+        sent_epoch = -1
+        while not self._relink.is_set():
+            if acks.done():
+                acks.result()  # raises the stream's error
+                raise LinkRefused("successor closed the stream")
+            state = core.state
+            blobs: list[bytes] = []
+            if next_seq <= state.applied_seq:
+                blobs = core.recent.get(next_seq, BATCH_ENTRIES)
+                if blobs is None:  # catching a successor up from older history
+                    blobs = await core.storage.read(
+                        partial(core.board.log_blobs, next_seq, BATCH_ENTRIES)
+                    )
+            epoch = state.position.epoch
+            # The commit point rides along with entries; a new epoch is announced at once
+            # (a new tail waits for it before serving reads).
+            if blobs or epoch != sent_epoch:
+                batch = cluster_pb2.EntryBatch(
+                    entries=blobs, committed_seq=state.committed_seq, sender_epoch=epoch
+                )
+                await call.write(cluster_pb2.ReplicateRequest(batch=batch))
+                next_seq += len(blobs)
+                sent_epoch = epoch
+                continue
+            wake = asyncio.create_task(self._wait_wake())
+            await asyncio.wait([wake, acks], return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+
+
+async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
+    """Serve one inbound replication stream from a predecessor."""
+    first = await context.read()
+    if first is grpc.aio.EOF or first.WhichOneof("body") != "handshake":
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "the stream must open with a handshake"
+        )
+    handshake = first.handshake
+    reason = refuse_handshake(core.state.position, handshake)
+    if reason:
+        reply = cluster_pb2.HandshakeReply(accepted=False, reason=reason)
+        await context.write(cluster_pb2.ReplicateResponse(reply=reply))
+        return
+    sender = handshake.sender_id
+    await core.drain_writes()  # so the reply states where this log really ends
+    reply = cluster_pb2.HandshakeReply(
+        accepted=True, last_seq=core.state.applied_seq, last_epoch=core.last_epoch,
+        committed_seq=core.state.committed_seq,
+    )  # fmt: skip
+    await context.write(cluster_pb2.ReplicateResponse(reply=reply))
+    log.info("accepted stream from %s at seq %d", sender, core.state.applied_seq)
+    acks = asyncio.Event()
+    acks.set()
+    core.ack_events.add(acks)
+    pump = asyncio.create_task(_pump_acks(core, context, acks))
+    pending: deque[asyncio.Future] = deque()
+    try:
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                return
+            predecessor = core.state.position.predecessor
+            if predecessor is None or predecessor.node_id != sender:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{sender} is no longer the predecessor (epoch {core.state.position.epoch})",
+                )
+            body = request.WhichOneof("body")
+            if body == "batch":
+                batch = request.batch
+                if batch.entries:
+                    pending.append(core.apply_batch(list(batch.entries)))
+                core.on_predecessor_word(batch.sender_epoch, batch.committed_seq)
+            elif body == "truncate":
+                pending.append(core.truncate(request.truncate.to_seq))
+            while pending and (pending[0].done() or len(pending) > MAX_PENDING_APPLIES):
+                await pending.popleft()  # raises if the apply failed: the sender re-handshakes
+            if pump.done():
+                pump.result()
+    finally:
+        core.ack_events.discard(acks)
+        pump.cancel()
+
+
+async def _pump_acks(core: NodeCore, context, wanted: asyncio.Event) -> None:
+    """Send the latest ack whenever something changed; many changes make one ack."""
+    last = None
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        ack = core.state.ack()
+        if ack != last:
+            await context.write(cluster_pb2.ReplicateResponse(ack=ack))
+            last = ack

@@ -1,0 +1,181 @@
+"""``mboard node``: assemble storage, core and servicers; talk to the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from mboard import grpc_util
+from mboard.api import cluster_pb2, cluster_pb2_grpc
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
+from mboard.config import NodeConfig
+
+from .board import Board
+from .core import NodeCore
+from .service import BoardService, NodeService
+from .storage import Storage, lock_data_dir
+
+log = logging.getLogger(__name__)
+CONTROL_CALL_TIMEOUT = 1.0
+
+
+class ControlLink:
+    """Registration, heartbeats (which carry config and read leases) and reports."""
+
+    def __init__(self, core: NodeCore, config: NodeConfig) -> None:
+        self.core = core
+        self.config = config
+        self.stub = cluster_pb2_grpc.ControlStub(core.channel(config.control))
+        self.heartbeat_interval = 0.5
+        self.cluster_secret = b""
+        self.token_ttl = 600.0
+        self._reachable = True
+
+    async def run(self) -> None:
+        await self.register()
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self.heartbeat()
+
+    async def register(self) -> None:
+        request = cluster_pb2.RegisterRequest(
+            node=pb.NodeInfo(node_id=self.core.node_id, address=self.config.address),
+            applied_seq=self.core.state.applied_seq,
+        )
+        delay = 0.05
+        while True:
+            try:
+                reply = await self.stub.Register(request, timeout=CONTROL_CALL_TIMEOUT)
+                break
+            except grpc.aio.AioRpcError as exc:
+                self._unreachable(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self._reachable = True
+        self.heartbeat_interval = reply.heartbeat_interval_s or self.heartbeat_interval
+        self.cluster_secret = reply.cluster_secret
+        self.token_ttl = reply.subscribe_token_ttl_s or self.token_ttl
+        log.info("registered with the control plane at %s", self.config.control)
+        self.core.apply_config(reply.config)
+
+    async def heartbeat(self) -> None:
+        state = self.core.state
+        request = cluster_pb2.HeartbeatRequest(
+            node_id=self.core.node_id, epoch=state.position.epoch, applied_seq=state.applied_seq,
+            committed_seq=state.committed_seq, subscribers=0,
+        )  # fmt: skip
+        sent_at = time.monotonic()  # a lease counts from when we asked for it
+        try:
+            reply = await self.stub.Heartbeat(request, timeout=max(self.heartbeat_interval, 0.5))
+        except grpc.aio.AioRpcError as exc:
+            self._unreachable(exc)
+            return
+        if not self._reachable:
+            log.info("the control plane at %s is reachable again", self.config.control)
+            self._reachable = True
+        if reply.unknown:
+            log.info("the control plane does not know this node (removed): registering again")
+            await self.register()
+            return
+        self.core.apply_config(reply.config)
+        if reply.lease_s > 0:
+            state.grant_lease(reply.config.epoch, sent_at + reply.lease_s)
+        if state.committed_seq > self.core.board.saved_committed_seq:
+            self.core.storage.submit(lambda: self.core.board.save_committed(state.committed_seq))
+
+    def _unreachable(self, exc: grpc.aio.AioRpcError) -> None:
+        if self._reachable:
+            log.warning(
+                "cannot reach the control plane at %s (%s); retrying",
+                self.config.control, exc.code().name,
+            )  # fmt: skip
+            self._reachable = False
+
+    async def report_failure(self, epoch: int, suspect_id: str) -> None:
+        report = cluster_pb2.FailureReport(
+            epoch=epoch, reporter_id=self.core.node_id, suspect_id=suspect_id
+        )
+        await self._call_quietly(self.stub.ReportFailure, report)
+
+    async def report_caught_up(self, epoch: int, learner_id: str, learner_applied_seq: int) -> None:
+        request = cluster_pb2.CaughtUpRequest(
+            epoch=epoch, tail_id=self.core.node_id, learner_id=learner_id,
+            learner_applied_seq=learner_applied_seq,
+        )  # fmt: skip
+        await self._call_quietly(self.stub.ReportCaughtUp, request)
+
+    async def leave(self) -> None:
+        await self._call_quietly(
+            self.stub.Leave, cluster_pb2.LeaveRequest(node_id=self.core.node_id)
+        )
+
+    async def _call_quietly(self, method, request) -> None:
+        try:
+            await method(request, timeout=CONTROL_CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("control call %s failed: %s", type(request).__name__, exc.code().name)
+
+
+async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a node until ``stop`` is set (or SIGINT/SIGTERM when it is None)."""
+    lock = lock_data_dir(config.data_path)
+    storage = Storage(config.data_path / "board.db", config.durability)
+    board = Board(storage, config.max_text_length, config.page_max)
+    core = NodeCore(config, storage, board)
+    core.start()
+
+    server = grpc_util.server()
+    pb_grpc.add_MessageBoardServicer_to_server(BoardService(core), server)
+    cluster_pb2_grpc.add_NodeServicer_to_server(NodeService(core), server)
+    health = grpc_util.add_health_and_reflection(
+        server,
+        [
+            pb.DESCRIPTOR.services_by_name["MessageBoard"].full_name,
+            cluster_pb2.DESCRIPTOR.services_by_name["Node"].full_name,
+        ],
+    )
+    grpc_util.bind(server, config.listen, f"node {config.id}")
+    await server.start()
+    log.info(
+        "node %s serving on %s (data %s, applied seq %d)",
+        config.id, config.listen, config.data_path, board.applied_seq,
+    )  # fmt: skip
+
+    async def update_health() -> None:
+        status = health_pb2.HealthCheckResponse
+        serving = core.state.position.in_chain
+        await health.set("", status.SERVING if serving else status.NOT_SERVING)
+
+    core.config_listeners.append(lambda: core.spawn(update_health()))
+    control = ControlLink(core, config)
+    core.control = control
+    tasks = [asyncio.create_task(control.run())]
+
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("node %s stopping: leaving the chain", config.id)
+    for task in tasks:
+        task.cancel()
+    await control.leave()
+    await server.stop(grace=1.0)
+    await core.stop()
+    storage.close()
+    os.close(lock)
+    log.info("node %s stopped", config.id)
+
+
+def run(config: NodeConfig) -> None:
+    """Blocking entry point for ``mboard node``."""
+    asyncio.run(serve(config))

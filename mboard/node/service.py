@@ -1,0 +1,98 @@
+"""gRPC servicers of a node: small classes that translate calls into ``NodeCore`` calls."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import empty_pb2
+
+from mboard.api import cluster_pb2_grpc
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
+
+from . import replication
+from .board import BoardError, invalid
+from .core import NodeCore
+
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The client's ``x-request-id`` (idempotent retries), or "" when it sent none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            if not 0 < len(value) <= MAX_REQUEST_ID_LENGTH:
+                raise invalid(f"x-request-id must be 1..{MAX_REQUEST_ID_LENGTH} characters")
+            return value
+    return ""
+
+
+class BoardService(pb_grpc.MessageBoardServicer):
+    """The public MessageBoard API: writes at the head, reads at the tail."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    async def _write(self, kind: str, request, context):
+        try:
+            return await self.core.write(kind, request, request_id_of(context))
+        except BoardError as error:
+            await context.abort(error.code, error.message)
+
+    async def _read(self, fn, context):
+        try:
+            return await self.core.read(fn)
+        except BoardError as error:
+            await context.abort(error.code, error.message)
+
+    async def CreateUser(self, request, context):
+        return await self._write("create_user", request, context)
+
+    async def CreateTopic(self, request, context):
+        return await self._write("create_topic", request, context)
+
+    async def PostMessage(self, request, context):
+        return await self._write("post_message", request, context)
+
+    async def UpdateMessage(self, request, context):
+        return await self._write("update_message", request, context)
+
+    async def DeleteMessage(self, request, context):
+        return await self._write("delete_message", request, context)
+
+    async def LikeMessage(self, request, context):
+        return await self._write("like_message", request, context)
+
+    async def ListTopics(self, request, context):
+        topics = await self._read(self.core.board.list_topics, context)
+        return pb.ListTopicsResponse(topics=topics)
+
+    async def GetMessages(self, request, context):
+        board = self.core.board
+        messages = await self._read(
+            lambda: board.get_messages(request.topic_id, request.from_message_id, request.limit),
+            context,
+        )
+        return pb.GetMessagesResponse(messages=messages)
+
+    async def GetUser(self, request, context):
+        return await self._read(lambda: self.core.board.get_user(request.user_id), context)
+
+
+class NodeService(cluster_pb2_grpc.NodeServicer):
+    """The internal API: replication from the predecessor, config pushes, status."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    async def Replicate(self, request_iterator, context):
+        await replication.receive(self.core, context)
+
+    async def PushConfig(self, request, context):
+        self.core.apply_config(request)
+        return empty_pb2.Empty()
+
+    async def Status(self, request, context):
+        status = self.core.status()
+        if request.with_digest:
+            status.digest = await self.core.storage.read(self.core.board.digest)
+        return status

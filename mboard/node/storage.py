@@ -1,0 +1,248 @@
+"""One node's SQLite database: peewee models, a single writer thread, pooled readers.
+
+The shape follows datasette's ``database.py``: every write is a function handed to ONE
+writer thread through a queue; the thread drains whatever has queued up and runs it in
+ONE transaction (group commit: one fsync for the batch), then resolves each caller's
+asyncio future in submission order. Reads run on a few reader threads, each with its own
+connection (WAL lets them proceed while the writer writes). The event loop never touches
+SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from peewee import (
+    BigIntegerField,
+    BlobField,
+    BooleanField,
+    CompositeKey,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Enough to amortise one fsync over many writes, small enough to keep latency low.
+MAX_BATCH_JOBS = 512
+
+
+class BaseModel(Model):
+    pass
+
+
+class User(BaseModel):
+    id = BigIntegerField(primary_key=True)
+    name = TextField()
+    name_key = TextField(unique=True)  # casefolded name: uniqueness ignores case
+
+    class Meta:
+        table_name = "users"
+
+
+class Topic(BaseModel):
+    id = BigIntegerField(primary_key=True)
+    name = TextField()
+    name_key = TextField(unique=True)
+
+    class Meta:
+        table_name = "topics"
+
+
+class Message(BaseModel):
+    id = BigIntegerField(primary_key=True)
+    topic = ForeignKeyField(Topic, column_name="topic_id")
+    user = ForeignKeyField(User, column_name="user_id")
+    text = TextField()
+    created_at_us = BigIntegerField()
+    likes = IntegerField(default=0)
+    # Deleted messages stay as tombstones so ids are never reused.
+    deleted = BooleanField(default=False)
+
+    class Meta:
+        table_name = "messages"
+        indexes = ((("topic", "id"), False),)
+
+
+class Like(BaseModel):
+    user = ForeignKeyField(User, column_name="user_id")
+    message = ForeignKeyField(Message, column_name="message_id")
+
+    class Meta:
+        table_name = "likes"
+        primary_key = CompositeKey("user", "message")
+
+
+class LogEntry(BaseModel):
+    seq = BigIntegerField(primary_key=True)
+    epoch = BigIntegerField()
+    topic_id = BigIntegerField(null=True)  # lets subscription replay filter by topic
+    request_id = TextField(null=True, index=True)
+    data = BlobField()  # the serialized cluster_pb2.Entry, forwarded as it is
+
+    class Meta:
+        table_name = "log"
+
+
+class State(BaseModel):
+    key = TextField(primary_key=True)
+    value = BigIntegerField()
+
+    class Meta:
+        table_name = "state"
+
+
+MODELS = [User, Topic, Message, Like, LogEntry, State]
+BOARD_MODELS = [User, Topic, Message, Like]
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+def lock_data_dir(path: Path) -> int:
+    """Take an exclusive lock on ``path`` so two nodes never share one database.
+
+    Returns the lock file descriptor; the lock lasts as long as the process holds it.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(
+            f"data directory {path} is in use by another mboard node (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+class Storage:
+    """The database file plus the writer thread and reader pool that use it.
+
+    Models are bound to this database: one Storage per process at a time.
+    """
+
+    def __init__(self, path: Path, durability: str = "full", readers: int = 3) -> None:
+        self.path = path
+        self.db = SqliteDatabase(
+            str(path),
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "synchronous": 2 if durability == "full" else 1,
+                "busy_timeout": 5000,
+                "cache_size": -32_000,
+            },
+        )
+        self.db.bind(MODELS)
+        with self.db.connection_context():
+            self.db.create_tables(MODELS)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: threading.Thread | None = None
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
+
+    # ------------------------------------------------------------------ writes
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
+        self._writer.start()
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn()`` on the writer thread inside a batch transaction.
+
+        The future resolves on the event loop after the transaction commits. Futures resolve
+        in submission order, so done-callbacks added at once see the commits in order.
+        """
+        future = self._loop.create_future()
+        self._jobs.put((fn, future))
+        return future
+
+    def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` in a transaction on the calling thread (before ``start``, or tests)."""
+        with self.db.connection_context(), self.db.atomic():
+            return fn()
+
+    def _write_loop(self) -> None:
+        self.db.connect(reuse_if_open=True)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            stop = False
+            while len(batch) < MAX_BATCH_JOBS:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._run_batch(batch)
+            if stop:
+                break
+        self.db.close()
+
+    def _run_batch(self, batch: list) -> None:
+        outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        try:
+            with self.db.atomic():
+                for fn, future in batch:
+                    outcomes.append((future, fn(), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+            log.exception("write batch failed and was rolled back")
+            outcomes = [(future, None, exc) for _, future in batch]
+        self._loop.call_soon_threadsafe(_resolve, outcomes)
+
+    # ------------------------------------------------------------------- reads
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on a reader thread with that thread's own connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, fn)
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        self.db.connect(reuse_if_open=True)
+        return fn()
+
+    def connection(self) -> sqlite3.Connection:
+        """The calling thread's raw connection, for the few hot statements."""
+        return self.db.connection()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join(timeout=10)
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        if not self.db.is_closed():
+            self.db.close()
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        if future.done():  # the caller gave up (cancelled)
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
