@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message as ProtoMessage
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
@@ -110,9 +111,7 @@ class Outcome:
     blob: bytes | None = None
 
 
-def _timestamp(micros: int):
-    from google.protobuf.timestamp_pb2 import Timestamp
-
+def _timestamp(micros: int) -> Timestamp:
     return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
@@ -125,6 +124,11 @@ _INSERT_LOG = "INSERT INTO log (seq, epoch, topic_id, request_id, data) VALUES (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, topic_id, user_id, text, created_at_us, likes, deleted) "
     "VALUES (?, ?, ?, ?, ?, 0, 0)"
+)
+# The hottest read: one page of a topic (uses the (topic_id, id) index).
+_SELECT_PAGE = (
+    "SELECT id, user_id, text, created_at_us, likes FROM messages "
+    "WHERE topic_id = ? AND id >= ? AND deleted = 0 ORDER BY id LIMIT ?"
 )
 _SELECT_MESSAGE = (
     "SELECT topic_id, user_id, text, created_at_us, likes, deleted FROM messages WHERE id = ?"
@@ -378,19 +382,11 @@ class Board:
         check_id("topic_id", topic_id)
         if from_message_id < 0:
             raise invalid(f"from_message_id must be >= 0, got {from_message_id}")
-        if not Topic.select().where(Topic.id == topic_id).exists():
-            raise not_found(f"topic {topic_id} does not exist")
         # limit <= 0 means the page maximum; larger asks are capped at it.
         limit = self.page_max if limit <= 0 else min(limit, self.page_max)
-        rows = (
-            Message.select(
-                Message.id, Message.user, Message.text, Message.created_at_us, Message.likes
-            )
-            .where((Message.topic == topic_id) & (Message.id >= from_message_id) & ~Message.deleted)
-            .order_by(Message.id)
-            .limit(limit)
-            .tuples()
-        )
+        rows = self._conn().execute(_SELECT_PAGE, (topic_id, from_message_id, limit)).fetchall()
+        if not rows:  # only an empty page needs to tell "no topic" from "no messages"
+            self._require_topic(topic_id)
         return [
             pb.Message(
                 id=message_id, topic_id=topic_id, user_id=user_id, text=text,

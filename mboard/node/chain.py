@@ -79,9 +79,8 @@ def position_in(config: cluster_pb2.ChainConfig, node_id: str) -> Position:
         role = "tail"
     else:
         role = "middle"
-    return Position(
-        config.epoch, role, predecessor, successor, successor_is_learner=index + 1 >= len(chain)
-    )
+    successor_is_learner = successor is not None and index + 1 >= len(chain)
+    return Position(config.epoch, role, predecessor, successor, successor_is_learner)
 
 
 def refuse_handshake(position: Position, handshake: cluster_pb2.Handshake) -> str | None:

@@ -3,9 +3,9 @@
 The shape follows datasette's ``database.py``: every write is a function handed to ONE
 writer thread through a queue; the thread drains whatever has queued up and runs it in
 ONE transaction (group commit: one fsync for the batch), then resolves each caller's
-asyncio future in submission order. Reads run on a few reader threads, each with its own
-connection (WAL lets them proceed while the writer writes). The event loop never touches
-SQLite.
+asyncio future in submission order. Reads run the same way on a few reader threads, each
+with its own connection (WAL lets them proceed while the writer writes), minus the
+transaction. The event loop never touches SQLite.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,7 +139,7 @@ class Storage:
     Models are bound to this database: one Storage per process at a time.
     """
 
-    def __init__(self, path: Path, durability: str = "full", readers: int = 3) -> None:
+    def __init__(self, path: Path, durability: str = "full", readers: int = 2) -> None:
         self.path = path
         self.db = SqliteDatabase(
             str(path),
@@ -155,17 +154,23 @@ class Storage:
         self.db.bind(MODELS)
         with self.db.connection_context():
             self.db.create_tables(MODELS)
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue = queue.SimpleQueue()
+        self._reads: queue.SimpleQueue = queue.SimpleQueue()
+        self._reader_count = readers
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: threading.Thread | None = None
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
-
-    # ------------------------------------------------------------------ writes
+        self._threads: list[threading.Thread] = []
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
-        self._writer.start()
+        workers = [("sqlite-writer", self._writes, True)] + [
+            (f"sqlite-reader-{i}", self._reads, False) for i in range(self._reader_count)
+        ]
+        for name, jobs, in_transaction in workers:
+            thread = threading.Thread(
+                target=self._work, args=(jobs, in_transaction), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn()`` on the writer thread inside a batch transaction.
@@ -174,7 +179,13 @@ class Storage:
         in submission order, so done-callbacks added at once see the commits in order.
         """
         future = self._loop.create_future()
-        self._jobs.put((fn, future))
+        self._writes.put((fn, future))
+        return future
+
+    def read(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn()`` on a reader thread, with that thread's own connection."""
+        future = self._loop.create_future()
+        self._reads.put((fn, future))
         return future
 
     def run_sync(self, fn: Callable[[], T]) -> T:
@@ -182,60 +193,62 @@ class Storage:
         with self.db.connection_context(), self.db.atomic():
             return fn()
 
-    def _write_loop(self) -> None:
+    def connection(self) -> sqlite3.Connection:
+        """The calling thread's raw connection, for the few hot statements."""
+        return self.db.connection()
+
+    def _work(self, jobs: queue.SimpleQueue, in_transaction: bool) -> None:
+        """Drain ``jobs`` in batches; hand each batch's outcomes to the loop in one call.
+
+        One wake-up of the event loop per batch instead of per job is what makes many small
+        reads and writes cheap. The writer runs a batch in ONE transaction (group commit).
+        """
         self.db.connect(reuse_if_open=True)
         while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            batch = [job]
-            stop = False
-            while len(batch) < MAX_BATCH_JOBS:
+            batch = [jobs.get()]
+            while batch[-1] is not None and len(batch) < MAX_BATCH_JOBS:
                 try:
-                    job = self._jobs.get_nowait()
+                    batch.append(jobs.get_nowait())
                 except queue.Empty:
                     break
-                if job is None:
-                    stop = True
-                    break
-                batch.append(job)
-            self._run_batch(batch)
+            stop = batch[-1] is None
+            batch = [job for job in batch if job is not None]
+            outcomes = self._run_transaction(batch) if in_transaction else _run_each(batch)
+            self._loop.call_soon_threadsafe(_resolve, outcomes)
             if stop:
                 break
         self.db.close()
 
-    def _run_batch(self, batch: list) -> None:
+    def _run_transaction(self, batch: list) -> list:
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         try:
             with self.db.atomic():
                 for fn, future in batch:
                     outcomes.append((future, fn(), None))
-        except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+        except Exception as exc:  # handed to every caller of the batch
             log.exception("write batch failed and was rolled back")
             outcomes = [(future, None, exc) for _, future in batch]
-        self._loop.call_soon_threadsafe(_resolve, outcomes)
-
-    # ------------------------------------------------------------------- reads
-
-    async def read(self, fn: Callable[[], T]) -> T:
-        """Run ``fn()`` on a reader thread with that thread's own connection."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, fn)
-
-    def _read(self, fn: Callable[[], T]) -> T:
-        self.db.connect(reuse_if_open=True)
-        return fn()
-
-    def connection(self) -> sqlite3.Connection:
-        """The calling thread's raw connection, for the few hot statements."""
-        return self.db.connection()
+        return outcomes
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._jobs.put(None)
-            self._writer.join(timeout=10)
-        self._readers.shutdown(wait=True, cancel_futures=True)
+        if self._threads:
+            self._writes.put(None)
+            for _ in range(self._reader_count):
+                self._reads.put(None)
+            for thread in self._threads:
+                thread.join(timeout=10)
         if not self.db.is_closed():
             self.db.close()
+
+
+def _run_each(batch: list) -> list:
+    outcomes = []
+    for fn, future in batch:
+        try:
+            outcomes.append((future, fn(), None))
+        except Exception as exc:  # goes to that caller only
+            outcomes.append((future, None, exc))
+    return outcomes
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:

@@ -1,0 +1,295 @@
+"""The replication protocol (mboard.node.chain) over a fake in-memory transport.
+
+Each FakeNode keeps its log as a list of (seq, epoch) and runs the real ChainState,
+refuse_handshake and plan_resend; a link moves entries and acks between two of them the
+way mboard.node.replication does over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mboard.api import cluster_pb2
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.node.chain import (
+    CAUGHT_UP_LAG,
+    ChainState,
+    CommitWaiters,
+    Position,
+    Resend,
+    plan_resend,
+    position_in,
+    refuse_handshake,
+)
+
+
+def config(epoch: int, chain: list[str], learners: list[str] = ()) -> cluster_pb2.ChainConfig:
+    info = lambda n: pb.NodeInfo(node_id=n, address=f"127.0.0.1:{5000 + int(n[1:])}")  # noqa: E731
+    return cluster_pb2.ChainConfig(
+        epoch=epoch, chain=[info(n) for n in chain], learners=[info(n) for n in learners]
+    )
+
+
+class FakeNode:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.log: list[tuple[int, int]] = []  # (seq, epoch)
+        self.state = ChainState(node_id)
+
+    @property
+    def last_seq(self) -> int:
+        return self.log[-1][0] if self.log else 0
+
+    def epoch_at(self, seq: int) -> int | None:
+        return self.log[seq - 1][1] if 0 < seq <= len(self.log) else None
+
+    def append_as_head(self, count: int) -> None:
+        assert self.state.position.is_head
+        for _ in range(count):
+            self.log.append((self.last_seq + 1, self.state.position.epoch))
+        self.state.note_applied(self.last_seq)
+
+    def reply_to(self, handshake: cluster_pb2.Handshake) -> cluster_pb2.HandshakeReply:
+        reason = refuse_handshake(self.state.position, handshake)
+        if reason:
+            return cluster_pb2.HandshakeReply(accepted=False, reason=reason)
+        return cluster_pb2.HandshakeReply(
+            accepted=True,
+            last_seq=self.last_seq,
+            last_epoch=self.epoch_at(self.last_seq) or 0,
+            committed_seq=self.state.committed_seq,
+        )
+
+
+def link(sender: FakeNode, receiver: FakeNode) -> list[tuple[int, int]] | str:
+    """Handshake and resend; return what was sent, or the refusal reason."""
+    handshake = cluster_pb2.Handshake(
+        epoch=sender.state.position.epoch,
+        sender_id=sender.node_id,
+        last_seq=sender.last_seq,
+        committed_seq=sender.state.committed_seq,
+    )
+    reply = receiver.reply_to(handshake)
+    if not reply.accepted:
+        return reply.reason
+    plan = plan_resend(reply, sender.last_seq, sender.epoch_at(reply.last_seq))
+    if plan.truncate_to is not None:
+        del receiver.log[plan.truncate_to :]
+        receiver.state.applied_seq = receiver.last_seq
+    sent = sender.log[plan.next_seq - 1 :]
+    receiver.log.extend(sent)
+    if receiver.log:
+        receiver.state.note_applied(receiver.last_seq)
+    receiver.state.note_predecessor(sender.state.position.epoch, sender.state.committed_seq)
+    sender.state.note_successor_ack(receiver.state.ack())
+    return sent
+
+
+def chain_of(*ids: str, epoch: int = 1) -> list[FakeNode]:
+    nodes = [FakeNode(i) for i in ids]
+    for node in nodes:
+        node.state.adopt(config(epoch, list(ids)))
+    return nodes
+
+
+# ---------------------------------------------------------------- positions
+
+
+def test_positions_along_chain_and_learners():
+    cfg = config(7, ["n1", "n2", "n3"], ["n4"])
+    roles = {n: position_in(cfg, n) for n in ("n1", "n2", "n3", "n4", "n9")}
+    assert [roles[n].role for n in ("n1", "n2", "n3", "n4", "n9")] == [
+        "head", "middle", "tail", "learner", "standby",
+    ]  # fmt: skip
+    assert roles["n1"].predecessor is None and roles["n1"].successor.node_id == "n2"
+    assert roles["n3"].successor.node_id == "n4" and roles["n3"].successor_is_learner
+    assert roles["n4"].predecessor.node_id == "n3" and roles["n4"].successor is None
+    assert position_in(config(1, ["n1"]), "n1").role == "head+tail"
+    assert position_in(config(1, [], ["n2"]), "n2").role == "standby"
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def test_receiver_refuses_a_sender_that_is_not_its_predecessor():
+    position = position_in(config(3, ["n1", "n2", "n3"]), "n3")
+    wrong = cluster_pb2.Handshake(epoch=3, sender_id="n1")
+    assert "not the predecessor" in refuse_handshake(position, wrong)
+    assert refuse_handshake(position, cluster_pb2.Handshake(epoch=3, sender_id="n2")) is None
+
+
+def test_receiver_refuses_an_old_or_newer_epoch():
+    position = position_in(config(3, ["n1", "n2"]), "n2")
+    assert "epoch mismatch" in refuse_handshake(
+        position, cluster_pb2.Handshake(epoch=2, sender_id="n1")
+    )
+    assert "epoch mismatch" in refuse_handshake(
+        position, cluster_pb2.Handshake(epoch=4, sender_id="n1")
+    )
+
+
+def test_head_has_no_predecessor_and_accepts_nobody():
+    position = position_in(config(1, ["n1", "n2"]), "n1")
+    assert refuse_handshake(position, cluster_pb2.Handshake(epoch=1, sender_id="n2"))
+
+
+# ------------------------------------------------------------------ resends
+
+
+def test_resend_exactly_the_missing_suffix():
+    head, tail = chain_of("n1", "n2")
+    head.append_as_head(5)
+    assert link(head, tail) == [(s, 1) for s in range(1, 6)]
+    head.append_as_head(3)
+    assert link(head, tail) == [(6, 1), (7, 1), (8, 1)]
+    assert link(head, tail) == []  # nothing missing: nothing resent
+    assert tail.log == head.log
+
+
+def test_diverged_receiver_is_truncated_to_its_committed_prefix():
+    # n1 was head in epoch 1 and assigned 4..6 that nobody else got; the chain moved on
+    # with n2 as head in epoch 2, which assigned its own 4..5.
+    reply = cluster_pb2.HandshakeReply(accepted=True, last_seq=6, last_epoch=1, committed_seq=3)
+    plan = plan_resend(reply, my_last_seq=5, my_epoch_at=None)
+    assert (plan.truncate_to, plan.next_seq) == (3, 4)
+    # Same seq, different epoch: also diverged.
+    reply = cluster_pb2.HandshakeReply(accepted=True, last_seq=5, last_epoch=1, committed_seq=3)
+    assert plan_resend(reply, my_last_seq=5, my_epoch_at=2).truncate_to == 3
+    # Same (seq, epoch): logs agree, continue after it.
+    assert plan_resend(reply, my_last_seq=9, my_epoch_at=1) == Resend(truncate_to=None, next_seq=6)
+
+
+def test_former_head_rejoins_and_converges():
+    n1, n2, n3 = chain_of("n1", "n2", "n3")
+    n1.append_as_head(3)
+    link(n1, n2), link(n2, n3)
+    n1.append_as_head(2)  # 4, 5 never leave n1: it dies
+    for node in (n2, n3):
+        node.state.adopt(config(2, ["n2", "n3"]))
+    n2.append_as_head(4)  # 4..7 under epoch 2
+    link(n2, n3)
+    # n1 comes back as a learner behind the tail n3.
+    for node in (n2, n3):
+        node.state.adopt(config(3, ["n2", "n3"], ["n1"]))
+    n1.state.adopt(config(3, ["n2", "n3"], ["n1"]))
+    link(n3, n1)
+    assert n1.log == n2.log == n3.log
+    assert [epoch for _, epoch in n1.log] == [1, 1, 1, 2, 2, 2, 2]
+
+
+# -------------------------------------------------------- prefix and commit
+
+
+def test_prefix_invariant_and_commit_only_at_the_tail():
+    n1, n2, n3 = chain_of("n1", "n2", "n3")
+    for round_ in range(5):
+        n1.append_as_head(10)
+        link(n1, n2)  # n2 now holds more than n3: nothing new is committed yet
+        assert n1.state.committed_seq == 10 * round_
+        link(n2, n3)  # the tail applied: committed, and the ack travels up
+        link(n1, n2)  # carries n2's ack (relayed from n3) back to the head
+        for upstream, downstream in ((n1, n2), (n2, n3)):
+            assert downstream.log == upstream.log[: len(downstream.log)]
+        assert n3.state.committed_seq == n3.last_seq == 10 * (round_ + 1)
+        assert n1.state.committed_seq == n3.last_seq
+
+
+def test_committed_seq_never_goes_back():
+    state = ChainState("n2")
+    state.adopt(config(1, ["n1", "n2"]))
+    state.note_applied(10)
+    assert state.committed_seq == 10
+    state.note_successor_ack(cluster_pb2.Ack(applied_seq=3, committed_seq=3))
+    state.note_predecessor(1, 2)
+    assert state.committed_seq == 10
+
+
+def test_learner_acks_do_not_commit_but_report_caught_up():
+    tail = ChainState("n1")
+    tail.adopt(config(2, ["n1"], ["n2"]))
+    tail.note_applied(1000)
+    advanced, caught_up = tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
+    assert not advanced and not caught_up and tail.committed_seq == 1000
+    near = 1000 - CAUGHT_UP_LAG
+    assert tail.note_successor_ack(cluster_pb2.Ack(applied_seq=near, committed_seq=near))[1]
+
+
+# -------------------------------------------------------------------- reads
+
+
+def test_tail_reads_need_a_lease_in_the_current_epoch():
+    state = ChainState("n1")
+    state.adopt(config(1, ["n1"]))
+    assert "lease" in state.refuse_read(now=0.0)
+    state.grant_lease(epoch=1, until=10.0)
+    assert state.refuse_read(now=5.0) is None
+    assert "lease" in state.refuse_read(now=10.0)
+    state.grant_lease(epoch=0, until=99.0)  # an old epoch's lease counts for nothing
+    assert "lease" in state.refuse_read(now=11.0)
+
+
+def test_non_tail_never_serves_reads():
+    state = ChainState("n1")
+    state.adopt(config(1, ["n1", "n2"]))
+    state.grant_lease(epoch=1, until=10.0)
+    assert state.refuse_read(now=1.0) == "not the tail"
+
+
+def test_promoted_learner_waits_for_what_the_old_tail_committed():
+    new_tail = ChainState("n2")
+    new_tail.adopt(config(2, ["n1"], ["n2"]))
+    new_tail.note_applied(90)
+    new_tail.adopt(config(3, ["n1", "n2"]))
+    new_tail.grant_lease(epoch=3, until=100.0)
+    assert "predecessor" in new_tail.refuse_read(now=1.0)  # not heard from n1 in epoch 3
+    new_tail.note_predecessor(sender_epoch=2, committed_seq=95)
+    assert "predecessor" in new_tail.refuse_read(now=1.0)  # an epoch-2 word is too old
+    new_tail.note_predecessor(sender_epoch=3, committed_seq=95)
+    assert "predecessor" in new_tail.refuse_read(now=1.0)  # has 90, the old tail committed 95
+    new_tail.note_applied(95)
+    assert new_tail.refuse_read(now=1.0) is None
+
+
+def test_a_tail_that_stays_tail_keeps_serving_across_epochs():
+    state = ChainState("n3")
+    state.adopt(config(1, ["n1", "n2", "n3"]))
+    state.note_predecessor(1, 0)
+    state.grant_lease(1, until=10.0)
+    assert state.refuse_read(now=1.0) is None
+    state.adopt(config(2, ["n2", "n3"]))  # the head died; n3 is still tail
+    assert state.refuse_read(now=1.0) is None
+
+
+def test_adopt_ignores_old_configs():
+    state = ChainState("n1")
+    assert state.adopt(config(2, ["n1"])) is not None
+    assert state.adopt(config(2, ["n1", "n2"])) is None
+    assert state.adopt(config(1, ["n1", "n2"])) is None
+    assert state.position == Position(2, "head+tail", None, None, successor_is_learner=False)
+
+
+# ------------------------------------------------------------------ waiters
+
+
+def test_commit_waiters_resolve_in_order_once_committed():
+    async def scenario():
+        waiters = CommitWaiters()
+        futures = [waiters.wait(seq, committed_seq=2) for seq in (5, 1, 3, 4)]
+        assert [f.done() for f in futures] == [False, True, False, False]
+        waiters.advance(3)
+        assert [f.done() for f in futures] == [False, True, True, False]
+        waiters.advance(5)
+        assert all(f.done() for f in futures) and len(waiters) == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("lag", [0, CAUGHT_UP_LAG])
+def test_caught_up_only_when_successor_is_a_learner(lag):
+    tail = ChainState("n2")
+    tail.adopt(config(1, ["n1", "n2"]))
+    tail.note_applied(500)
+    ack = cluster_pb2.Ack(applied_seq=500 - lag, committed_seq=0)
+    assert tail.note_successor_ack(ack) == (False, False)
