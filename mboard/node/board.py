@@ -95,6 +95,24 @@ def result_of(entry: cluster_pb2.Entry) -> ProtoMessage:
     return entry.message
 
 
+_EVENT_OPS = {
+    Kind.POST: pb.OP_POST,
+    Kind.LIKE: pb.OP_LIKE,
+    Kind.UPDATE: pb.OP_UPDATE,
+    Kind.DELETE: pb.OP_DELETE,
+}
+
+
+def event_of(entry: cluster_pb2.Entry) -> pb.MessageEvent | None:
+    """The subscription event an entry produces (None for users and topics)."""
+    op = _EVENT_OPS.get(entry.kind)
+    if op is None:
+        return None
+    return pb.MessageEvent(
+        sequence_number=entry.seq, op=op, message=entry.message, event_at=entry.at
+    )
+
+
 @dataclass
 class Outcome:
     """What ``Board.execute`` did with one request.
@@ -122,8 +140,8 @@ def _micros(ts) -> int:
 # Hot statements, run on the writer connection as they are (see DESIGN.md, Storage).
 _INSERT_LOG = "INSERT INTO log (seq, epoch, topic_id, request_id, data) VALUES (?, ?, ?, ?, ?)"
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (id, topic_id, user_id, text, created_at_us, likes, deleted) "
-    "VALUES (?, ?, ?, ?, ?, 0, 0)"
+    "INSERT INTO messages (id, topic_id, user_id, text, created_at_us, post_seq, likes, deleted) "
+    "VALUES (?, ?, ?, ?, ?, ?, 0, 0)"
 )
 # The hottest read: one page of a topic (uses the (topic_id, id) index).
 _SELECT_PAGE = (
@@ -143,9 +161,10 @@ class Board:
         self.max_text_length = max_text_length
         self.page_max = page_max
         self.storage.run_sync(self._load)
+        storage.after_rollback = self._load
 
     def _load(self) -> None:
-        """(Re)derive the writer's in-memory view from the database."""
+        """(Re)derive the writer's in-memory view from the database (also after a rollback)."""
         last = LogEntry.select(LogEntry.seq, LogEntry.epoch).order_by(LogEntry.seq.desc()).first()
         self.applied_seq = last.seq if last else 0
         self.last_epoch = last.epoch if last else 0
@@ -264,6 +283,12 @@ class Board:
             created_at=_timestamp(row[3]), likes=row[4],
         )  # fmt: skip
 
+    def require(self, user_id: int, topic_ids: list[int]) -> None:
+        """NOT_FOUND unless the user and every topic exist."""
+        self._require_user(user_id)
+        for topic_id in topic_ids:
+            self._require_topic(topic_id)
+
     def _require_user(self, user_id: int) -> None:
         if not self._conn().execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
             raise not_found(f"user {user_id} does not exist")
@@ -324,6 +349,7 @@ class Board:
                     message.user_id,
                     message.text,
                     _micros(message.created_at),
+                    entry.seq,
                 ),
             )
             self.next_message_id = max(self.next_message_id, message.id + 1)
@@ -394,6 +420,59 @@ class Board:
             )
             for message_id, user_id, text, created_at_us, likes in rows
         ]  # fmt: skip
+
+    def snapshot(self, topic_ids: list[int], from_message_id: int) -> tuple[int, list]:
+        """(applied seq, events): the topics' live messages as OP_POST events, ascending id.
+
+        One read transaction, so the events show the board exactly at that seq. Each
+        carries the seq of its own POST entry: ids grow with seqs, so the stream stays
+        strictly increasing and a client can resume after any event with from_sequence.
+        """
+        with self.storage.db.atomic():
+            applied_seq = self._applied_seq_now()
+            marks = ", ".join("?" * len(topic_ids))
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT id, topic_id, user_id, text, created_at_us, likes, post_seq "
+                    f"FROM messages WHERE topic_id IN ({marks}) AND id >= ? AND deleted = 0 "
+                    "ORDER BY id",
+                    (*topic_ids, from_message_id),
+                )
+                .fetchall()
+            )
+        events = []
+        for message_id, topic_id, user_id, text, created_at_us, likes, post_seq in rows:
+            created_at = _timestamp(created_at_us)
+            message = pb.Message(
+                id=message_id, topic_id=topic_id, user_id=user_id, text=text,
+                created_at=created_at, likes=likes,
+            )  # fmt: skip
+            events.append(
+                pb.MessageEvent(
+                    sequence_number=post_seq, op=pb.OP_POST, message=message, event_at=created_at
+                )
+            )
+        return applied_seq, events
+
+    def events_after(self, topic_ids: list[int], from_seq: int) -> tuple[int, list]:
+        """(applied seq, events): every event for the topics after ``from_seq``, from the log."""
+        with self.storage.db.atomic():
+            applied_seq = self._applied_seq_now()
+            marks = ", ".join("?" * len(topic_ids))
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT data FROM log WHERE seq > ? AND topic_id IN ({marks}) ORDER BY seq",
+                    (from_seq, *topic_ids),
+                )
+                .fetchall()
+            )
+        events = (event_of(cluster_pb2.Entry.FromString(data)) for (data,) in rows)
+        return applied_seq, [event for event in events if event is not None]
+
+    def _applied_seq_now(self) -> int:
+        return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
 
     def log_blobs(self, from_seq: int, limit: int) -> list[bytes]:
         """Serialized entries with seq >= from_seq, ascending (catch-up and resends)."""

@@ -24,6 +24,7 @@ from .board import Board, BoardError, Outcome
 from .chain import ChainState, CommitWaiters
 from .replication import Forwarder, RecentLog
 from .storage import Storage
+from .subscriptions import SubscriptionHub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class NodeCore:
         self.recent = RecentLog()
         self.forwarder = Forwarder(self)
         self.ack_events: set[asyncio.Event] = set()
-        self.commit_listeners: list[Callable[[], None]] = []
+        self.hub = SubscriptionHub()
         self.config_listeners: list[Callable[[], None]] = []
         self.control = None  # the ControlLink, set by the server once it exists
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -69,24 +70,24 @@ class NodeCore:
 
     async def write(self, kind: str, request: ProtoMessage, request_id: str) -> ProtoMessage:
         """Run a client write at the head; answer once it is committed."""
-        self._require_head()
+        self.require_head()
         future = self.storage.submit(lambda: self._execute(kind, request, request_id))
         future.add_done_callback(self._after_execute)
         outcome: Outcome = await future
-        try:
-            await asyncio.wait_for(
-                self.waiters.wait(outcome.wait_seq, self.state.committed_seq),
-                self.config.write_timeout,
-            )
-        except TimeoutError:
-            raise BoardError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the write was not committed within {self.config.write_timeout:g}s; "
-                "retry it with the same x-request-id",
-            ) from None
+        await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")
         if outcome.error:
             raise outcome.error
         return outcome.result
+
+    async def wait_committed(self, seq: int, advice: str = "try again") -> None:
+        """Wait until ``seq`` is committed, or answer UNAVAILABLE after write_timeout."""
+        timeout = self.config.write_timeout
+        try:
+            await asyncio.wait_for(self.waiters.wait(seq, self.state.committed_seq), timeout)
+        except TimeoutError:
+            raise BoardError(
+                grpc.StatusCode.UNAVAILABLE, f"not committed within {timeout:g}s; {advice}"
+            ) from None
 
     def _execute(self, kind: str, request: ProtoMessage, request_id: str) -> Outcome:
         # Writer thread. The role may have changed since the handler checked it.
@@ -101,7 +102,7 @@ class NodeCore:
             outcome = future.result()
             self._on_applied([(outcome.entry, outcome.blob)])
 
-    def _require_head(self) -> None:
+    def require_head(self) -> None:
         if not self.state.position.is_head:
             raise self._not_head_error()
 
@@ -138,6 +139,7 @@ class NodeCore:
             if f.cancelled() or f.exception():
                 return
             self.recent.clear()
+            self.hub.close_all(f"{self.node_id} dropped entries the chain never committed")
             self.state.applied_seq = self.board.applied_seq
             self.last_epoch = self.board.last_epoch
 
@@ -153,6 +155,7 @@ class NodeCore:
             return
         for entry, blob in applied:
             self.recent.append(entry.seq, blob)
+        self.hub.on_applied(entry for entry, _ in applied)
         last = applied[-1][0]
         self.last_epoch = last.epoch
         if self.state.note_applied(last.seq):
@@ -173,9 +176,8 @@ class NodeCore:
 
     def _on_commit(self) -> None:
         self.waiters.advance(self.state.committed_seq)
+        self.hub.on_commit(min(self.state.committed_seq, self.state.applied_seq))
         self._want_ack()
-        for listener in self.commit_listeners:
-            listener()
 
     def _want_ack(self) -> None:
         for event in self.ack_events:
@@ -209,6 +211,8 @@ class NodeCore:
             "epoch %d: role %s -> %s (chain [%s] learners [%s])",
             config.epoch, old.role, new.role, chain, learners,
         )  # fmt: skip
+        if old.in_chain and not new.in_chain:
+            self.hub.close_all(f"{self.node_id} left the chain")
         if new.successor != old.successor:
             self.forwarder.relink()
         else:
@@ -255,4 +259,5 @@ class NodeCore:
             applied_seq=self.state.applied_seq,
             committed_seq=self.state.committed_seq,
             serving_reads=self.state.refuse_read(time.monotonic()) is None,
+            subscribers=len(self.hub),
         )

@@ -9,6 +9,7 @@ import signal
 import time
 
 import grpc
+from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2
 
 from mboard import grpc_util
@@ -69,7 +70,7 @@ class ControlLink:
         state = self.core.state
         request = cluster_pb2.HeartbeatRequest(
             node_id=self.core.node_id, epoch=state.position.epoch, applied_seq=state.applied_seq,
-            committed_seq=state.committed_seq, subscribers=0,
+            committed_seq=state.committed_seq, subscribers=len(self.core.hub),
         )  # fmt: skip
         sent_at = time.monotonic()  # a lease counts from when we asked for it
         try:
@@ -110,6 +111,14 @@ class ControlLink:
             learner_applied_seq=learner_applied_seq,
         )  # fmt: skip
         await self._call_quietly(self.stub.ReportCaughtUp, request)
+
+    async def subscriber_counts(self) -> dict[str, int]:
+        """Subscribers per node as the heartbeats last reported them ({} if unknown)."""
+        try:
+            status = await self.stub.GetStatus(empty_pb2.Empty(), timeout=CONTROL_CALL_TIMEOUT)
+        except grpc.aio.AioRpcError:
+            return {}
+        return {member.node.node_id: member.subscribers for member in status.members}
 
     async def leave(self) -> None:
         await self._call_quietly(

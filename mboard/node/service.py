@@ -9,7 +9,7 @@ from mboard.api import cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 
-from . import replication
+from . import replication, subscriptions
 from .board import BoardError, invalid
 from .core import NodeCore
 
@@ -31,6 +31,7 @@ class BoardService(pb_grpc.MessageBoardServicer):
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
+        self.placer = subscriptions.SubscriptionPlacer(core)
 
     async def _write(self, kind: str, request, context):
         try:
@@ -73,6 +74,19 @@ class BoardService(pb_grpc.MessageBoardServicer):
             context,
         )
         return pb.GetMessagesResponse(messages=messages)
+
+    async def GetSubscriptionNode(self, request, context):
+        try:
+            return await self.placer.place(request)
+        except BoardError as error:
+            await context.abort(error.code, error.message)
+
+    async def SubscribeTopic(self, request, context):
+        try:
+            async for event in subscriptions.stream(self.core, request):
+                yield event
+        except BoardError as error:
+            await context.abort(error.code, error.message)
 
     async def GetUser(self, request, context):
         return await self._read(lambda: self.core.board.get_user(request.user_id), context)

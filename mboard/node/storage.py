@@ -68,6 +68,7 @@ class Message(BaseModel):
     user = ForeignKeyField(User, column_name="user_id")
     text = TextField()
     created_at_us = BigIntegerField()
+    post_seq = BigIntegerField()  # seq of the POST entry: replayed events carry it
     likes = IntegerField(default=0)
     # Deleted messages stay as tombstones so ids are never reused.
     deleted = BooleanField(default=False)
@@ -159,6 +160,9 @@ class Storage:
         self._reader_count = readers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
+        # Called on the writer thread after a batch rolled back, so whoever keeps state in
+        # memory beside the database can reload it.
+        self.after_rollback: Callable[[], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -228,6 +232,8 @@ class Storage:
         except Exception as exc:  # handed to every caller of the batch
             log.exception("write batch failed and was rolled back")
             outcomes = [(future, None, exc) for _, future in batch]
+            if self.after_rollback:
+                self.after_rollback()
         return outcomes
 
     def close(self) -> None:

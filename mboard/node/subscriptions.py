@@ -1,0 +1,243 @@
+"""Subscriptions: signed tokens, and the hub that turns committed entries into events.
+
+Tokens are HMAC-SHA256 over (user, topics, node, expiry) with the cluster secret, so any
+node can check a token the head issued without asking anyone. The hub keeps the entries a
+node applied until they are committed, then offers each event to every subscriber of its
+topic, in seq order. A subscriber's queue is bounded: overflow ends that one stream and
+never slows the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+import grpc
+
+from mboard.api import cluster_pb2
+from mboard.api import razpravljalnica_pb2 as pb
+
+from .board import BoardError, check_id, event_of, invalid
+
+if TYPE_CHECKING:
+    from .core import NodeCore
+
+LOAD_REFRESH = 0.5  # seconds between looks at the subscriber counts heartbeats report
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_token(
+    secret: bytes, user_id: int, topic_ids: Iterable[int], node_id: str, expires_at: float
+) -> str:
+    claims = {"u": user_id, "t": sorted(set(topic_ids)), "n": node_id, "e": int(expires_at)}
+    payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+    signature = hmac.new(secret, payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+def refuse_token(
+    secret: bytes, token: str, user_id: int, topic_ids: Iterable[int], node_id: str, now: float
+) -> str | None:
+    """Why ``token`` does not allow this subscription here, or None if it does."""
+    try:
+        payload_text, signature_text = token.split(".")
+        payload, signature = _unb64(payload_text), _unb64(signature_text)
+    except ValueError:
+        return "the subscribe token is malformed"
+    if not secret or not hmac.compare_digest(
+        signature, hmac.new(secret, payload, hashlib.sha256).digest()
+    ):
+        return "the subscribe token's signature is not valid"
+    claims = json.loads(payload)
+    if now >= claims["e"]:
+        return "the subscribe token has expired; ask the head for a new one"
+    if claims["n"] != node_id:
+        return f"the subscribe token is for node {claims['n']}, not {node_id}"
+    if claims["u"] != user_id:
+        return f"the subscribe token is for user {claims['u']}, not {user_id}"
+    outside = set(topic_ids) - set(claims["t"])
+    if outside:
+        return f"the subscribe token does not cover topics {sorted(outside)}"
+    return None
+
+
+class Subscriber:
+    """One stream's bounded queue of events."""
+
+    def __init__(self, topic_ids: Iterable[int], limit: int) -> None:
+        self.topic_ids = frozenset(topic_ids)
+        self.limit = limit
+        self.events: deque[pb.MessageEvent] = deque()
+        self.wake = asyncio.Event()
+        self.overflowed = False
+        self.closed_reason: str | None = None
+
+    def offer(self, event: pb.MessageEvent) -> None:
+        if self.overflowed or self.closed_reason:
+            return
+        if len(self.events) >= self.limit:
+            self.overflowed = True  # the stream ends; the node goes on at full speed
+        else:
+            self.events.append(event)
+        self.wake.set()
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self.wake.set()
+
+
+class SubscriptionHub:
+    """Fans committed events out to this node's subscribers, in seq order."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self._uncommitted: deque[cluster_pb2.Entry] = deque()
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    def add(self, subscriber: Subscriber) -> None:
+        self.subscribers.add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+        if not self.subscribers:
+            self._uncommitted.clear()
+
+    def on_applied(self, entries: Iterable[cluster_pb2.Entry]) -> None:
+        # Only entries applied while someone listens are needed: a new subscriber's
+        # replay covers everything up to the moment it read the board.
+        if self.subscribers:
+            self._uncommitted.extend(entries)
+
+    def on_commit(self, committed_seq: int) -> None:
+        while self._uncommitted and self._uncommitted[0].seq <= committed_seq:
+            entry = self._uncommitted.popleft()
+            event = event_of(entry)
+            if event is None:
+                continue
+            topic_id = entry.message.topic_id
+            for subscriber in self.subscribers:
+                if topic_id in subscriber.topic_ids:
+                    subscriber.offer(event)
+
+    def close_all(self, reason: str) -> None:
+        """The node can no longer vouch for its events (it left the chain, or truncated)."""
+        for subscriber in list(self.subscribers):
+            subscriber.close(reason)
+        self._uncommitted.clear()
+
+
+def _check_request_ids(user_id: int, topic_ids: list[int]) -> None:
+    check_id("user_id", user_id)
+    if not topic_ids:
+        raise invalid("topic_id must list at least one topic")
+    for topic_id in topic_ids:
+        check_id("topic_id", topic_id)
+
+
+class SubscriptionPlacer:
+    """The head's choice of node for a new subscriber: the least loaded serving node.
+
+    Loads come from the heartbeats (through the control plane) plus the subscribers this
+    head placed since it last looked, so a burst of subscribers spreads out at once.
+    """
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+        self._reported: dict[str, int] = {}
+        self._placed: Counter[str] = Counter()
+        self._looked_at = 0.0
+
+    async def place(self, request: pb.SubscriptionNodeRequest) -> pb.SubscriptionNodeResponse:
+        core = self.core
+        topic_ids = list(request.topic_id)
+        _check_request_ids(request.user_id, topic_ids)
+        core.require_head()
+        await core.storage.read(lambda: core.board.require(request.user_id, topic_ids))
+        if time.monotonic() - self._looked_at > LOAD_REFRESH:
+            self._looked_at = time.monotonic()
+            self._reported = await core.control.subscriber_counts()
+            self._placed.clear()
+        chain = list(core.state.config.chain)
+        node = min(
+            chain,
+            key=lambda n: self._reported.get(n.node_id, 0) + self._placed[n.node_id],
+        )
+        self._placed[node.node_id] += 1
+        link = core.control
+        token = sign_token(
+            link.cluster_secret,
+            request.user_id,
+            topic_ids,
+            node.node_id,
+            time.time() + link.token_ttl,
+        )
+        return pb.SubscriptionNodeResponse(subscribe_token=token, node=node)
+
+
+async def stream(
+    core: NodeCore, request: pb.SubscribeTopicRequest
+) -> AsyncIterator[pb.MessageEvent]:
+    """Replay, then live committed events, strictly increasing in seq."""
+    topic_ids = list(request.topic_id)
+    _check_request_ids(request.user_id, topic_ids)
+    reason = refuse_token(
+        core.control.cluster_secret, request.subscribe_token, request.user_id, topic_ids,
+        core.node_id, time.time(),
+    )  # fmt: skip
+    if reason:
+        raise BoardError(grpc.StatusCode.PERMISSION_DENIED, reason)
+    if not core.state.position.in_chain:
+        raise BoardError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{core.node_id} is not serving subscriptions now; ask the head for another node",
+        )
+    subscriber = Subscriber(topic_ids, core.config.subscriber_queue)
+    core.hub.add(subscriber)  # first, so nothing committed from here on is missed
+    try:
+        if request.from_sequence > 0:
+            read = lambda: core.board.events_after(topic_ids, request.from_sequence)  # noqa: E731
+        else:
+            read = lambda: core.board.snapshot(topic_ids, request.from_message_id)  # noqa: E731
+        replay_seq, replay = await core.storage.read(read)
+        # What this node read may not be committed yet (it is not the tail): wait for it.
+        await core.wait_committed(replay_seq)
+        for event in replay:
+            yield event
+        last_seq = max(replay_seq, request.from_sequence)
+        while True:
+            await subscriber.wake.wait()
+            subscriber.wake.clear()
+            while subscriber.events:
+                event = subscriber.events.popleft()
+                if event.sequence_number > last_seq:
+                    last_seq = event.sequence_number
+                    yield event
+            if subscriber.overflowed:
+                raise BoardError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the subscriber fell more than {subscriber.limit} events behind; "
+                    f"resume with from_sequence={last_seq}",
+                )
+            if subscriber.closed_reason:
+                raise BoardError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{subscriber.closed_reason}; resume with from_sequence={last_seq}",
+                )
+    finally:
+        core.hub.remove(subscriber)
