@@ -215,7 +215,8 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
     acks.set()
     core.ack_events.add(acks)
     pump = asyncio.create_task(_pump_acks(core, context, acks))
-    pending: deque[asyncio.Future] = deque()
+    # (future, last seq it carries): applies handed to the writer, oldest first.
+    pending: deque[tuple[asyncio.Future, int]] = deque()
     try:
         while True:
             request = await context.read()
@@ -231,12 +232,19 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
             if body == "batch":
                 batch = request.batch
                 if batch.entries:
-                    pending.append(core.apply_batch(list(batch.entries)))
+                    last_seq = cluster_pb2.Entry.FromString(batch.entries[-1]).seq
+                    pending.append((core.apply_batch(list(batch.entries)), last_seq))
                 core.on_predecessor_word(batch.sender_epoch, batch.committed_seq)
             elif body == "truncate":
-                pending.append(core.truncate(request.truncate.to_seq))
-            while pending and (pending[0].done() or len(pending) > MAX_PENDING_APPLIES):
-                await pending.popleft()  # raises if the apply failed: the sender re-handshakes
+                pending.append((core.truncate(request.truncate.to_seq), 0))
+            while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_APPLIES):
+                future, last_seq = pending.popleft()
+                await future  # raises if the apply failed: the sender re-handshakes
+                if core.state.applied_seq < last_seq:
+                    await context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"gap in the log after seq {core.state.applied_seq}: handshake again",
+                    )
             if pump.done():
                 pump.result()
     finally:
