@@ -365,11 +365,18 @@ class Board:
         else:
             raise ValueError(f"entry {entry.seq} has unknown kind {entry.kind}")
 
-    def save_committed(self, committed_seq: int) -> None:
-        """Persist how far the chain has committed (a lower bound is always safe)."""
+    def save_committed(self, committed_seq: int, every: int = 1) -> None:
+        """Persist how far the chain has committed, once it moved ``every`` seqs.
+
+        A lower bound is always safe (it only limits what a rejoin may keep), so the hot
+        paths save now and then and the heartbeat saves the rest.
+        """
         committed_seq = min(committed_seq, self.applied_seq)
-        if committed_seq > self.saved_committed_seq:
-            State.replace(key="committed_seq", value=committed_seq).execute()
+        if committed_seq >= self.saved_committed_seq + every:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO state (key, value) VALUES ('committed_seq', ?)",
+                (committed_seq,),
+            )
             self.saved_committed_seq = committed_seq
 
     def truncate(self, to_seq: int) -> None:

@@ -29,6 +29,7 @@ from .subscriptions import SubscriptionHub
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REPORT_INTERVAL = 0.5  # at most one failure / caught-up report per this many seconds
+SAVE_COMMITTED_EVERY = 256  # seqs between saves of the commit point on the hot paths
 
 
 class NodeCore:
@@ -81,9 +82,13 @@ class NodeCore:
 
     async def wait_committed(self, seq: int, advice: str = "try again") -> None:
         """Wait until ``seq`` is committed, or answer UNAVAILABLE after write_timeout."""
+        committed = self.waiters.wait(seq, self.state.committed_seq)
+        if committed.done():
+            return
         timeout = self.config.write_timeout
         try:
-            await asyncio.wait_for(self.waiters.wait(seq, self.state.committed_seq), timeout)
+            async with asyncio.timeout(timeout):  # no extra Task per write, unlike wait_for
+                await committed
         except TimeoutError:
             raise BoardError(
                 grpc.StatusCode.UNAVAILABLE, f"not committed within {timeout:g}s; {advice}"
@@ -94,7 +99,7 @@ class NodeCore:
         position = self.state.position
         if not position.is_head:
             return Outcome(wait_seq=0, error=self._not_head_error())
-        self.board.save_committed(self.state.committed_seq)
+        self.board.save_committed(self.state.committed_seq, SAVE_COMMITTED_EVERY)
         return self.board.execute(kind, request, request_id, position.epoch)
 
     def _after_execute(self, future: asyncio.Future) -> None:
@@ -119,10 +124,11 @@ class NodeCore:
         """Apply entries received from the predecessor (group-committed by the writer)."""
 
         def apply():
-            self.board.save_committed(self.state.committed_seq)
             applied = self.board.apply_blobs(blobs)
-            if self.state.position.is_tail:  # what the tail applies is committed
-                self.board.save_committed(self.board.applied_seq)
+            # What the tail applies is committed.
+            is_tail = self.state.position.is_tail
+            committed = self.board.applied_seq if is_tail else self.state.committed_seq
+            self.board.save_committed(committed, SAVE_COMMITTED_EVERY)
             return applied
 
         future = self.storage.submit(apply)
