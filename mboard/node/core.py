@@ -16,7 +16,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from mboard import grpc_util
+from mboard import grpc_util, metrics
 from mboard.api import cluster_pb2
 from mboard.config import NodeConfig
 
@@ -45,6 +45,7 @@ class NodeCore:
         self.forwarder = Forwarder(self)
         self.ack_events: set[asyncio.Event] = set()
         self.hub = SubscriptionHub()
+        self._counted_commits = self.state.committed_seq
         self.config_listeners: list[Callable[[], None]] = []
         self.control = None  # the ControlLink, set by the server once it exists
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -71,13 +72,20 @@ class NodeCore:
 
     async def write(self, kind: str, request: ProtoMessage, request_id: str) -> ProtoMessage:
         """Run a client write at the head; answer once it is committed."""
-        self.require_head()
-        future = self.storage.submit(lambda: self._execute(kind, request, request_id))
-        future.add_done_callback(self._after_execute)
-        outcome: Outcome = await future
-        await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")
-        if outcome.error:
-            raise outcome.error
+        started = time.monotonic()
+        try:
+            self.require_head()
+            future = self.storage.submit(lambda: self._execute(kind, request, request_id))
+            future.add_done_callback(self._after_execute)
+            outcome: Outcome = await future
+            await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")
+            if outcome.error:
+                raise outcome.error
+        except BoardError as error:
+            metrics.WRITES.labels(error.code.name).inc()
+            raise
+        metrics.WRITES.labels("OK").inc()
+        metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
         return outcome.result
 
     async def wait_committed(self, seq: int, advice: str = "try again") -> None:
@@ -181,6 +189,8 @@ class NodeCore:
             self.report_caught_up()
 
     def _on_commit(self) -> None:
+        metrics.COMMITS.inc(self.state.committed_seq - self._counted_commits)
+        self._counted_commits = self.state.committed_seq
         self.waiters.advance(self.state.committed_seq)
         self.hub.on_commit(min(self.state.committed_seq, self.state.applied_seq))
         self._want_ack()
@@ -211,6 +221,7 @@ class NodeCore:
         if change is None:
             return
         old, new = change
+        metrics.RECONFIGURATIONS.inc()
         chain = ", ".join(n.node_id for n in config.chain)
         learners = ", ".join(n.node_id for n in config.learners)
         log.info(
@@ -255,6 +266,17 @@ class NodeCore:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def gauges(self) -> dict:
+        """Live values for the Prometheus gauges."""
+        state = self.state
+        return {
+            metrics.APPLIED_SEQ: lambda: state.applied_seq,
+            metrics.COMMITTED_SEQ: lambda: state.committed_seq,
+            metrics.REPLICATION_LAG: lambda: max(0, state.applied_seq - state.committed_seq),
+            metrics.SUBSCRIBERS: lambda: len(self.hub),
+            metrics.EPOCH: lambda: state.position.epoch,
+        }
 
     def status(self) -> cluster_pb2.NodeStatus:
         return cluster_pb2.NodeStatus(

@@ -12,7 +12,7 @@ import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2
 
-from mboard import grpc_util
+from mboard import grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -92,6 +92,7 @@ class ControlLink:
             self.core.storage.submit(lambda: self.core.board.save_committed(state.committed_seq))
 
     def _unreachable(self, exc: grpc.aio.AioRpcError) -> None:
+        metrics.HEARTBEAT_MISSES.inc()
         if self._reachable:
             log.warning(
                 "cannot reach the control plane at %s (%s); retrying",
@@ -151,6 +152,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         ],
     )
     grpc_util.bind(server, config.listen, f"node {config.id}")
+    metrics.serve(config.metrics.listen, core.gauges())
     await server.start()
     log.info(
         "node %s serving on %s (data %s, applied seq %d)",

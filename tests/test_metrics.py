@@ -1,0 +1,63 @@
+"""The optional Prometheus endpoint of a node: the listed metrics exist and move under load."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+from harness import free_port
+
+from mboard.api import razpravljalnica_pb2 as pb
+
+METRICS = (
+    "mboard_writes_total",
+    "mboard_commits_total",
+    "mboard_commit_latency_seconds_count",
+    "mboard_applied_seq",
+    "mboard_committed_seq",
+    "mboard_replication_lag_entries",
+    "mboard_subscribers",
+    "mboard_epoch",
+    "mboard_reconfigurations_total",
+    "mboard_heartbeat_misses_total",
+)
+
+
+def scrape(address: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = re.match(r"^(mboard_\w+)(\{[^}]*\})? (\S+)$", line)
+        if match:
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return samples
+
+
+def test_node_metrics_move_under_load(cluster):
+    cluster.start_control()
+    metrics_address = f"127.0.0.1:{free_port()}"
+    cluster.start_node("n1", **{"metrics": {"listen": metrics_address}})
+    cluster.wait_chain(["n1"])
+    board = cluster.board("n1")
+
+    before = scrape(metrics_address)
+    for name in METRICS:
+        assert any(key.startswith(name) for key in before), f"{name} is not exported"
+
+    user = board.CreateUser(pb.CreateUserRequest(name="metrics"), timeout=10)
+    topic = board.CreateTopic(pb.CreateTopicRequest(name="metrics"), timeout=10)
+    for i in range(50):
+        board.PostMessage(
+            pb.PostMessageRequest(topic_id=topic.id, user_id=user.id, text=f"m{i}"), timeout=10
+        )
+    after = scrape(metrics_address)
+
+    assert (
+        after['mboard_writes_total{result="OK"}']
+        == before.get('mboard_writes_total{result="OK"}', 0) + 52
+    )
+    assert after["mboard_commits_total"] >= before["mboard_commits_total"] + 52
+    assert after["mboard_commit_latency_seconds_count"] >= 52
+    assert after["mboard_applied_seq"] == after["mboard_committed_seq"] >= 52
+    assert after["mboard_epoch"] >= 1 and after["mboard_reconfigurations_total"] >= 1
