@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -288,6 +289,72 @@ async def _watch_status(config: ClientConfig, as_json: bool, watch: bool) -> Non
             if not watch:
                 return
             await asyncio.sleep(1)
+
+
+@cli.command()
+@_control_option
+@click.option(
+    "--writers",
+    type=click.IntRange(1, 10_000),
+    default=64,
+    show_default=True,
+    metavar="N",
+    help="Concurrent posting loops (write phase; also the echo's concurrency).",
+)
+@click.option(
+    "--readers",
+    type=click.IntRange(1, 10_000),
+    default=64,
+    show_default=True,
+    metavar="N",
+    help="Concurrent GetMessages loops (read phase).",
+)
+@click.option(
+    "--subscribers",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Subscriptions on the bench topic during the write phase.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds per phase.",
+)
+@click.option("--baseline", is_flag=True, help="Also measure a bare gRPC echo server: the ceiling.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option("--serve-echo", is_flag=True, hidden=True)  # the --baseline child process
+def bench(
+    control: str | None,
+    writers: int,
+    readers: int,
+    subscribers: int,
+    duration: float,
+    baseline: bool,
+    as_json: bool,
+    serve_echo: bool,
+) -> None:
+    """Measure a running cluster: throughput and latency of writes, reads, events."""
+    from mboard import bench as benchmark
+
+    if serve_echo:
+        benchmark.serve_echo()
+        return
+    config = client_config(None, control, None)
+    settings = benchmark.Settings(
+        config.control, writers, readers, subscribers, duration, baseline, config.timeout
+    )
+    try:
+        figures = asyncio.run(benchmark.run(settings, benchmark.Progress()))
+    except BoardError as exc:
+        raise CliError(str(exc)) from None
+    except (KeyboardInterrupt, benchmark.Interrupted):
+        sys.exit(130)
+    click.echo(json.dumps(figures) if as_json else benchmark.format_table(figures))
 
 
 def main() -> None:

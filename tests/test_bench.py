@@ -1,0 +1,106 @@
+"""``mboard bench`` against real clusters: every figure present and sane, no event lost, and
+Ctrl+C ends a run early but still reports what it measured. Never asserts on speed."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import pytest
+from harness import START_TIMEOUT, WAIT_TIMEOUT, Cluster
+
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.bench import format_table
+from mboard.up import mboard_command
+
+pytestmark = pytest.mark.timeout(240)
+
+# Setup, three short phases and the echo child's start, on a loaded machine.
+RUN_TIMEOUT = 120.0
+
+
+def start_chain(cluster: Cluster, names: list[str]) -> None:
+    cluster.start_control()
+    for name in names:
+        cluster.start_node(name)
+    cluster.wait_chain(names)
+
+
+def spawn_bench(cluster: Cluster, *options: str) -> None:
+    """Run ``mboard bench --json OPTIONS`` as process "bench" (killed by the fixture)."""
+    argv = mboard_command("bench", "--control", cluster.control_address, "--json", *options)
+    cluster.spawn("bench", argv)
+
+
+def bench_figures(cluster: Cluster) -> dict:
+    """The bench's one JSON object (its progress lines share the log, on stderr)."""
+    lines = cluster.processes["bench"].log().splitlines()
+    objects = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(objects) == 1, cluster.logs()
+    return objects[0]
+
+
+def wait_exit(cluster: Cluster, timeout: float = RUN_TIMEOUT) -> int:
+    return cluster.processes["bench"].popen.wait(timeout)
+
+
+def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
+    start_chain(cluster, ["n1", "n2", "n3"])
+    spawn_bench(
+        cluster,
+        *("--duration", "1", "--writers", "4", "--readers", "4", "--subscribers", "2"),
+        "--baseline",
+    )
+    assert wait_exit(cluster) == 0, cluster.logs()
+    figures = bench_figures(cluster)
+
+    assert figures["errors"] == 0, figures["error_kinds"]
+    assert figures["interrupted"] is False
+    for plural, name in [("writes", "write"), ("reads", "read"), ("events", "event"),
+                         ("echo_calls", "echo")]:  # fmt: skip
+        assert figures[plural] > 0, plural
+        assert figures[f"{plural}_per_s"] > 0, plural
+        assert 0 < figures[f"{name}_p50_ms"] <= figures[f"{name}_p99_ms"], name
+    # Every acknowledged post reached both subscribers, exactly once.
+    assert figures["missed_events"] == 0
+    assert figures["events"] == 2 * figures["writes"]
+    assert 0 < figures["max_write_gap_ms"] < RUN_TIMEOUT * 1000
+    # The ratios are the throughputs over the echo ceiling (up to rounding).
+    for plural in ("writes", "reads"):
+        ratio = figures[f"{plural}_per_s"] / figures["echo_calls_per_s"]
+        assert figures[f"{plural}_vs_echo"] == pytest.approx(ratio, abs=0.002)
+    assert set(figures["client_cpu"]) == {"write", "read", "echo"}
+    # The bench wrote through the chain: every replica holds its messages.
+    assert len({cluster.node_status(name).digest for name in ("n1", "n2", "n3")}) == 1
+
+
+def test_ctrl_c_ends_the_run_early_and_still_reports(cluster):
+    start_chain(cluster, ["n1"])
+    spawn_bench(cluster, "--duration", "600", "--writers", "4", "--subscribers", "1", "--baseline")
+    bench = cluster.processes["bench"]
+    setup = cluster.wait_for(
+        lambda: re.search(r"setup: user \d+, topic (\d+)", bench.log()), START_TIMEOUT, "setup"
+    )
+    topic_id = int(setup.group(1))
+
+    def posted() -> int:
+        request = pb.GetMessagesRequest(topic_id=topic_id, limit=0)
+        return len(cluster.board("n1").GetMessages(request, timeout=2).messages)
+
+    # The warm-up post and 50 more are committed; 4 writers have at most 4 posts unanswered.
+    cluster.wait_for(lambda: posted() >= 51, WAIT_TIMEOUT, "50 bench posts")
+    cluster.kill("bench", signal.SIGINT)
+    assert wait_exit(cluster) == 0, cluster.logs()
+    figures = bench_figures(cluster)
+
+    assert figures["interrupted"] is True
+    assert figures["writes"] >= 50 - 4
+    assert figures["errors"] == 0, figures["error_kinds"]  # cancelled calls are not errors
+    # The phases Ctrl+C skipped were not measured, and the cut-short drain checked nothing.
+    assert figures["reads"] is None and figures["echo_calls"] is None
+    assert figures["missed_events"] is None
+    table = format_table(figures)
+    assert "(interrupted)" in table
+    assert re.search(rf"^write\s+{figures['writes']:,}\s", table, re.MULTILINE)
+    assert re.search(r"^read\s+-\s+-\s+-\s+-", table, re.MULTILINE)
