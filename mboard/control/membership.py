@@ -1,0 +1,273 @@
+"""Chain membership: who is in the chain, in which order, and who may serve reads.
+
+Plain synchronous code with the clock passed in, so every rule can be tested without sleeps.
+The gRPC layer (service.py) calls these methods and announces a new configuration whenever
+one of them returns True.
+
+Every change bumps the epoch. The new configuration is handed to ``persist`` BEFORE it
+replaces the current one, so a configuration is never visible (and never announced) unless
+it is on disk: a restarted control plane never issues an epoch twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("mboard.control")
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    epoch: int = 0
+    chain: tuple[Node, ...] = ()  # head first, tail last
+    learners: tuple[Node, ...] = ()  # catching up behind the tail, promoted in this order
+
+    @property
+    def tail(self) -> Node | None:
+        return self.chain[-1] if self.chain else None
+
+    def members(self) -> tuple[Node, ...]:
+        return self.chain + self.learners
+
+    def find(self, node_id: str) -> Node | None:
+        return next((n for n in self.members() if n.node_id == node_id), None)
+
+    def role(self, node_id: str) -> str:
+        ids = [n.node_id for n in self.chain]
+        if node_id not in ids:
+            return "learner" if self.find(node_id) else ""
+        if len(ids) == 1:
+            return "head+tail"
+        if node_id == ids[0]:
+            return "head"
+        return "tail" if node_id == ids[-1] else "middle"
+
+    def describe(self) -> str:
+        chain = ", ".join(n.node_id for n in self.chain)
+        text = f"chain [{chain}]"
+        if self.learners:
+            text += f" learners [{', '.join(n.node_id for n in self.learners)}]"
+        return text
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What survives a restart: the configuration and the node cleared to hold a lease."""
+
+    config: ChainConfig
+    lease_holder: str | None = None
+
+
+# Called with the state to write; must raise if it could not be written.
+Persist = Callable[[Saved], None]
+
+
+@dataclass
+class Progress:
+    """What a member last told us about itself."""
+
+    last_heartbeat: float
+    applied_seq: int = 0
+    committed_seq: int = 0
+    subscribers: int = 0
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    config: ChainConfig
+    lease_s: float = 0.0
+    unknown: bool = False
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    node: Node
+    role: str
+    applied_seq: int
+    committed_seq: int
+    subscribers: int
+    heartbeat_age_s: float
+
+
+@dataclass
+class _Grant:
+    at: float
+    dropped: bool = False  # the node has since applied a config in which it is not the tail
+
+
+@dataclass
+class Membership:
+    """The chain configuration and the rules that change it.
+
+    Lease rule: at most one node may hold a read lease at any moment. ``lease_holder`` is
+    the one node that may have been granted a lease since every other lease was known to be
+    over. The tail gets a lease only if it is the holder, or once the holder's lease is over:
+    its time ran out, or the holder confirmed the current configuration while not being its
+    tail (a node drops its lease when it applies a configuration in which it is not the
+    tail). Grant times are when the heartbeat arrived, never earlier than when the node sent
+    it, so our view of a lease outlasts the node's.
+    """
+
+    failure_timeout: float
+    lease: float
+    started: float  # when this control plane started
+    persist: Persist
+    saved: Saved | None = None  # what a previous run persisted
+    config: ChainConfig = field(init=False)
+    lease_holder: str | None = field(init=False)
+    progress: dict[str, Progress] = field(init=False, default_factory=dict)
+    _holder_grant: _Grant | None = field(init=False, default=None)
+    # Leases granted before a restart are unknown; all of them end before this time.
+    _restart_fence: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        saved = self.saved or Saved(ChainConfig())
+        self.config = saved.config
+        self.lease_holder = saved.lease_holder
+        if self.saved is not None:
+            self._restart_fence = self.started + self.lease
+        # Persisted members count as alive at start: they get a full failure_timeout to
+        # heartbeat back in before they are removed.
+        for node in self.config.members():
+            self.progress[node.node_id] = Progress(last_heartbeat=self.started)
+
+    # ------------------------------------------------------------------ changes
+
+    def register(self, node: Node, applied_seq: int, now: float) -> bool:
+        """A node starts (or restarts). Always a new configuration."""
+        chain = [n for n in self.config.chain if n.node_id != node.node_id]
+        learners = [n for n in self.config.learners if n.node_id != node.node_id]
+        known = self.config.find(node.node_id) is not None
+        if chain:
+            learners.append(node)
+        else:
+            chain = [node]
+        self._reconfigure(chain, learners, f"{node.node_id} {'restarted' if known else 'joined'}")
+        self.progress[node.node_id] = Progress(last_heartbeat=now, applied_seq=applied_seq)
+        return True
+
+    def heartbeat(
+        self,
+        node_id: str,
+        epoch: int,
+        applied_seq: int,
+        committed_seq: int,
+        subscribers: int,
+        now: float,
+    ) -> HeartbeatAnswer:
+        progress = self.progress.get(node_id)
+        if progress is None:
+            return HeartbeatAnswer(self.config, unknown=True)
+        progress.last_heartbeat = now
+        progress.applied_seq = applied_seq
+        progress.committed_seq = committed_seq
+        progress.subscribers = subscribers
+        self.confirm(node_id, epoch)
+        return HeartbeatAnswer(self.config, lease_s=self._grant_lease(node_id, now))
+
+    def confirm(self, node_id: str, epoch: int) -> None:
+        """The node has applied configuration ``epoch`` (reported, or a push succeeded)."""
+        grant = self._holder_grant
+        if grant is None or node_id != self.lease_holder:
+            return
+        # Only the current epoch counts: an older one may have had this node as its tail,
+        # and a node that stays the tail keeps its lease.
+        tail = self.config.tail
+        if epoch == self.config.epoch and (tail is None or tail.node_id != node_id):
+            grant.dropped = True
+
+    def caught_up(self, epoch: int, tail_id: str, learner_id: str) -> bool:
+        """The tail says its learner has everything: promote the learner to tail."""
+        config = self.config
+        if epoch != config.epoch or not config.chain or not config.learners:
+            return False
+        if config.chain[-1].node_id != tail_id or config.learners[0].node_id != learner_id:
+            return False
+        learner = config.learners[0]
+        self._reconfigure(
+            [*config.chain, learner], list(config.learners[1:]), f"{learner_id} caught up"
+        )
+        return True
+
+    def remove(self, node_id: str, why: str) -> bool:
+        return self._remove({node_id}, why)
+
+    def expire(self, now: float) -> bool:
+        """Remove every member that has not sent a heartbeat for failure_timeout."""
+        silent = sorted(
+            node_id
+            for node_id, progress in self.progress.items()
+            if now - progress.last_heartbeat > self.failure_timeout
+        )
+        if not silent:
+            return False
+        why = f"{', '.join(silent)} failed: no heartbeat for {self.failure_timeout:g} s"
+        return self._remove(set(silent), why)
+
+    # ----------------------------------------------------------------- queries
+
+    def statuses(self, now: float) -> list[MemberStatus]:
+        result = []
+        for node in self.config.members():
+            progress = self.progress[node.node_id]
+            result.append(
+                MemberStatus(
+                    node=node,
+                    role=self.config.role(node.node_id),
+                    applied_seq=progress.applied_seq,
+                    committed_seq=progress.committed_seq,
+                    subscribers=progress.subscribers,
+                    heartbeat_age_s=max(0.0, now - progress.last_heartbeat),
+                )
+            )
+        return result
+
+    # ---------------------------------------------------------------- internals
+
+    def _remove(self, node_ids: set[str], why: str) -> bool:
+        node_ids &= self.progress.keys()
+        if not node_ids:
+            return False
+        chain = [n for n in self.config.chain if n.node_id not in node_ids]
+        learners = [n for n in self.config.learners if n.node_id not in node_ids]
+        # With the chain gone, learners stay learners: one that is behind would lose
+        # acknowledged writes if it became the chain. A later Register restarts the chain.
+        self._reconfigure(chain, learners, why)
+        for node_id in node_ids:
+            del self.progress[node_id]
+        return True
+
+    def _reconfigure(self, chain: list[Node], learners: list[Node], why: str) -> None:
+        old = self.config
+        new = ChainConfig(old.epoch + 1, tuple(chain), tuple(learners))
+        self.persist(Saved(new, self.lease_holder))
+        self.config = new
+        log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
+
+    def _grant_lease(self, node_id: str, now: float) -> float:
+        tail = self.config.tail
+        if tail is None or tail.node_id != node_id:
+            return 0.0
+        if self.lease_holder != node_id:
+            if not self._other_leases_over(now):
+                return 0.0
+            # Written before the first grant: after a restart, the holder may keep its
+            # lease at once, everyone else waits until any earlier lease has run out.
+            self.persist(Saved(self.config, node_id))
+            self.lease_holder = node_id
+        self._holder_grant = _Grant(at=now)
+        return self.lease
+
+    def _other_leases_over(self, now: float) -> bool:
+        if now < self._restart_fence:
+            return False
+        grant = self._holder_grant
+        return grant is None or grant.dropped or now >= grant.at + self.lease

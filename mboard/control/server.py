@@ -1,0 +1,74 @@
+"""Run the control plane: ``run(config)`` blocks until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from grpc_health.v1 import health_pb2
+
+from mboard import grpc_util
+from mboard.api import cluster_pb2, cluster_pb2_grpc
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
+from mboard.config import ControlConfig
+from mboard.control.service import Controller, ControlPlaneService, ControlService
+from mboard.control.store import Store
+
+log = logging.getLogger("mboard.control")
+
+SERVICES = [
+    pb.DESCRIPTOR.services_by_name["ControlPlane"].full_name,
+    cluster_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+]
+STOP_GRACE_S = 1.0
+
+
+def run(config: ControlConfig) -> None:
+    """Serve the control plane on ``config.listen`` until SIGINT or SIGTERM."""
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: ControlConfig) -> None:
+    stop = _stop_on_signals()
+    store = Store(config.data_dir)
+    try:
+        controller = Controller(config, store)
+        server = grpc_util.server()
+        cluster_pb2_grpc.add_ControlServicer_to_server(ControlService(controller), server)
+        pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller), server)
+        health_servicer = grpc_util.add_health_and_reflection(server, SERVICES)
+        grpc_util.bind(server, config.listen, "control plane")
+        await server.start()
+        for name in ["", *SERVICES]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        current = controller.membership.config
+        log.info(
+            "control plane listening on %s, epoch %d: %s",
+            config.listen,
+            current.epoch,
+            current.describe(),
+        )
+        watcher = asyncio.create_task(controller.watch_failures())
+        try:
+            await stop.wait()
+        finally:
+            log.info("control plane stopping")
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(STOP_GRACE_S)
+            await controller.close()
+    finally:
+        store.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,182 @@
+"""gRPC servicers of the control plane: the public ControlPlane and the internal Control.
+
+The rules live in membership.py; this layer turns RPCs into calls on it, persists through
+the store (inside Membership, before a change becomes visible), pushes every new
+configuration to the nodes and watches for silent members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import empty_pb2
+
+from mboard import grpc_util
+from mboard.api import cluster_pb2, cluster_pb2_grpc
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
+from mboard.config import ControlConfig
+from mboard.control.membership import ChainConfig, Membership, Node
+from mboard.control.push import Pushers
+from mboard.control.store import Store
+
+log = logging.getLogger("mboard.control")
+
+PROBE_TIMEOUT_S = 0.3
+PROBE_ATTEMPTS = 2
+
+
+def node_info(node: Node | None) -> pb.NodeInfo:
+    return pb.NodeInfo(node_id=node.node_id, address=node.address) if node else pb.NodeInfo()
+
+
+def config_proto(config: ChainConfig) -> cluster_pb2.ChainConfig:
+    return cluster_pb2.ChainConfig(
+        epoch=config.epoch,
+        chain=[node_info(n) for n in config.chain],
+        learners=[node_info(n) for n in config.learners],
+    )
+
+
+class Controller:
+    """The control plane's state and the actions shared by both services."""
+
+    def __init__(
+        self, config: ControlConfig, store: Store, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.secret = store.secret(config.secret)
+        self.membership = Membership(
+            failure_timeout=config.failure_timeout,
+            lease=config.lease,
+            started=clock(),
+            persist=store.save,
+            saved=store.load(),
+        )
+        self.pushers = Pushers(self.membership.confirm)
+
+    def change(self, change: Callable[[], bool]) -> None:
+        """Run a membership change; if it made a new configuration, push it to the nodes."""
+        old = self.membership.config
+        if not change():
+            return
+        new = self.membership.config
+        kept = {n.node_id for n in new.members()}
+        gone = [n for n in old.members() if n.node_id not in kept]
+        self.pushers.push(config_proto(new), new.members(), gone)
+
+    async def probe(self, address: str) -> bool:
+        """Whether the node at ``address`` answers Node.Status."""
+        async with grpc_util.channel(address) as channel:
+            stub = cluster_pb2_grpc.NodeStub(channel)
+            for _ in range(PROBE_ATTEMPTS):
+                try:
+                    await stub.Status(cluster_pb2.StatusRequest(), timeout=PROBE_TIMEOUT_S)
+                    return True
+                except grpc.RpcError:
+                    continue
+        return False
+
+    async def watch_failures(self) -> None:
+        """Remove members that stopped sending heartbeats; runs until cancelled."""
+        period = self.config.heartbeat_interval / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.change(lambda: self.membership.expire(self.clock()))
+            except Exception:
+                log.exception("checking for failed nodes")
+
+    async def close(self) -> None:
+        await self.pushers.close()
+
+
+class ControlService(cluster_pb2_grpc.ControlServicer):
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+        self._membership = controller.membership
+
+    async def Register(self, request, context):
+        node = Node(request.node.node_id, request.node.address)
+        if not node.node_id or not node.address:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "register needs node.node_id and node.address"
+            )
+        now = self._controller.clock()
+        self._controller.change(lambda: self._membership.register(node, request.applied_seq, now))
+        config = self._controller.config
+        return cluster_pb2.RegisterReply(
+            config=config_proto(self._membership.config),
+            cluster_secret=self._controller.secret,
+            heartbeat_interval_s=config.heartbeat_interval,
+            subscribe_token_ttl_s=config.subscribe_token_ttl,
+        )
+
+    async def Heartbeat(self, request, context):
+        answer = self._membership.heartbeat(
+            request.node_id,
+            epoch=request.epoch,
+            applied_seq=request.applied_seq,
+            committed_seq=request.committed_seq,
+            subscribers=request.subscribers,
+            now=self._controller.clock(),
+        )
+        return cluster_pb2.HeartbeatReply(
+            config=config_proto(answer.config), lease_s=answer.lease_s, unknown=answer.unknown
+        )
+
+    async def ReportCaughtUp(self, request, context):
+        self._controller.change(
+            lambda: self._membership.caught_up(request.epoch, request.tail_id, request.learner_id)
+        )
+        return empty_pb2.Empty()
+
+    async def ReportFailure(self, request, context):
+        suspect = self._membership.config.find(request.suspect_id)
+        if suspect is None or await self._controller.probe(suspect.address):
+            return empty_pb2.Empty()
+        why = f"{suspect.node_id} unreachable (reported by {request.reporter_id or '?'})"
+        self._controller.change(lambda: self._membership.remove(suspect.node_id, why))
+        return empty_pb2.Empty()
+
+    async def Leave(self, request, context):
+        why = f"{request.node_id} left"
+        self._controller.change(lambda: self._membership.remove(request.node_id, why))
+        return empty_pb2.Empty()
+
+    async def GetStatus(self, request, context):
+        members = [
+            cluster_pb2.MemberStatus(
+                node=node_info(status.node),
+                role=status.role,
+                applied_seq=status.applied_seq,
+                committed_seq=status.committed_seq,
+                subscribers=status.subscribers,
+                heartbeat_age_s=status.heartbeat_age_s,
+            )
+            for status in self._membership.statuses(self._controller.clock())
+        ]
+        return cluster_pb2.ClusterStatus(
+            config=config_proto(self._membership.config),
+            members=members,
+            control_address=self._controller.config.listen,
+        )
+
+
+class ControlPlaneService(pb_grpc.ControlPlaneServicer):
+    def __init__(self, controller: Controller) -> None:
+        self._membership = controller.membership
+
+    async def GetClusterState(self, request, context):
+        config = self._membership.config
+        return pb.GetClusterStateResponse(
+            head=node_info(config.chain[0] if config.chain else None),
+            tail=node_info(config.tail),
+            chain=[node_info(n) for n in config.chain],
+            epoch=config.epoch,
+        )

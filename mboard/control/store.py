@@ -1,0 +1,89 @@
+"""The control plane's own small database: ``<data_dir>/control.db`` (SQLite, WAL).
+
+It holds the chain configuration, the node cleared to hold a read lease and the cluster
+secret, so a restarted control plane continues where it stopped and never reissues an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import peewee
+
+from mboard.control.membership import ChainConfig, Node, Saved
+
+DB_NAME = "control.db"
+
+
+class Setting(peewee.Model):
+    key = peewee.CharField(primary_key=True)
+    value = peewee.TextField()
+
+
+class Store:
+    def __init__(self, data_dir: str | Path) -> None:
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self._db = peewee.SqliteDatabase(
+            str(path / DB_NAME), pragmas={"journal_mode": "wal", "synchronous": "full"}
+        )
+        with self._db.bind_ctx([Setting]):
+            self._db.create_tables([Setting])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> Saved | None:
+        """The state saved last, or None for a new control plane."""
+        values = self._read("epoch", "chain", "learners", "lease_holder")
+        if "epoch" not in values:
+            return None
+        config = ChainConfig(
+            epoch=int(values["epoch"]),
+            chain=_nodes(values["chain"]),
+            learners=_nodes(values["learners"]),
+        )
+        return Saved(config, values.get("lease_holder") or None)
+
+    def save(self, saved: Saved) -> None:
+        """Write ``saved`` durably (one transaction, fsync'd) or raise."""
+        config = saved.config
+        self._write(
+            {
+                "epoch": str(config.epoch),
+                "chain": _json(config.chain),
+                "learners": _json(config.learners),
+                "lease_holder": saved.lease_holder or "",
+            }
+        )
+
+    def secret(self, configured: str | None) -> bytes:
+        """The cluster secret: the configured one, else one generated once and kept."""
+        if configured:
+            return configured.encode()
+        stored = self._read("secret").get("secret")
+        if stored:
+            return bytes.fromhex(stored)
+        generated = secrets.token_bytes(32)
+        self._write({"secret": generated.hex()})
+        return generated
+
+    def _read(self, *keys: str) -> dict[str, str]:
+        with self._db.bind_ctx([Setting]):
+            rows = Setting.select().where(Setting.key.in_(keys))
+            return {row.key: row.value for row in rows}
+
+    def _write(self, values: dict[str, str]) -> None:
+        with self._db.bind_ctx([Setting]), self._db.atomic():
+            rows = [{"key": key, "value": value} for key, value in values.items()]
+            Setting.insert_many(rows).on_conflict_replace().execute()
+
+
+def _json(nodes: tuple[Node, ...]) -> str:
+    return json.dumps([[n.node_id, n.address] for n in nodes])
+
+
+def _nodes(text: str) -> tuple[Node, ...]:
+    return tuple(Node(node_id, address) for node_id, address in json.loads(text))
