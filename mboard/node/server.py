@@ -15,12 +15,11 @@ from grpc_health.v1 import health_pb2
 from mboard import grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
-from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.config import NodeConfig
 
 from .board import Board
 from .core import NodeCore
-from .service import BoardService, NodeService
+from .service import NodeService, add_board_service
 from .storage import Storage, lock_data_dir
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     core.start()
 
     server = grpc_util.server()
-    pb_grpc.add_MessageBoardServicer_to_server(BoardService(core), server)
+    add_board_service(server, core)
     cluster_pb2_grpc.add_NodeServicer_to_server(NodeService(core), server)
     health = grpc_util.add_health_and_reflection(
         server,

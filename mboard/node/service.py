@@ -92,6 +92,43 @@ class BoardService(pb_grpc.MessageBoardServicer):
         return await self._read(lambda: self.core.board.get_user(request.user_id), context)
 
 
+def _event_bytes(event: pb.MessageEvent | bytes) -> bytes:
+    return event if isinstance(event, bytes) else event.SerializeToString()
+
+
+class _EventsAsBytes:
+    """Stands in for the server while the generated code registers MessageBoard, and
+    swaps SubscribeTopic's serializer for one that passes bytes through: the hub
+    serializes each event once for all of its subscribers."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: BoardService) -> None:
+        self.server = server
+        self.servicer = servicer
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass  # registered below, with the swapped handler
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        handlers = {
+            **handlers,
+            "SubscribeTopic": grpc.unary_stream_rpc_method_handler(
+                self.servicer.SubscribeTopic,
+                request_deserializer=pb.SubscribeTopicRequest.FromString,
+                response_serializer=_event_bytes,
+            ),
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+        self.server.add_registered_method_handlers(service, handlers)
+
+
+def add_board_service(server: grpc.aio.Server, core: NodeCore) -> None:
+    """Serve the public MessageBoard API of ``core`` on ``server``."""
+    servicer = BoardService(core)
+    pb_grpc.add_MessageBoardServicer_to_server(servicer, _EventsAsBytes(server, servicer))
+
+
 class NodeService(cluster_pb2_grpc.NodeServicer):
     """The internal API: replication from the predecessor, config pushes, status."""
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .core import NodeCore
 
 LOAD_REFRESH = 0.5  # seconds between looks at the subscriber counts heartbeats report
+HEAD_WEIGHT = 2  # a subscriber at the head counts double when placing new ones
 
 
 def _b64(data: bytes) -> str:
@@ -76,17 +77,17 @@ def refuse_token(
 
 
 class Subscriber:
-    """One stream's bounded queue of events."""
+    """One stream's bounded queue of events, each as (seq, serialized MessageEvent)."""
 
     def __init__(self, topic_ids: Iterable[int], limit: int) -> None:
         self.topic_ids = frozenset(topic_ids)
         self.limit = limit
-        self.events: deque[pb.MessageEvent] = deque()
+        self.events: deque[tuple[int, bytes]] = deque()
         self.wake = asyncio.Event()
         self.overflowed = False
         self.closed_reason: str | None = None
 
-    def offer(self, event: pb.MessageEvent) -> None:
+    def offer(self, event: tuple[int, bytes]) -> None:
         if self.overflowed or self.closed_reason:
             return
         if len(self.events) >= self.limit:
@@ -131,9 +132,11 @@ class SubscriptionHub:
             if event is None:
                 continue
             topic_id = entry.message.topic_id
+            serialized = None  # once for all subscribers, and only if someone wants it
             for subscriber in self.subscribers:
                 if topic_id in subscriber.topic_ids:
-                    subscriber.offer(event)
+                    serialized = serialized or (entry.seq, event.SerializeToString())
+                    subscriber.offer(serialized)
 
     def close_all(self, reason: str) -> None:
         """The node can no longer vouch for its events (it left the chain, or truncated)."""
@@ -174,10 +177,15 @@ class SubscriptionPlacer:
             self._reported = await core.control.subscriber_counts()
             self._placed.clear()
         chain = list(core.state.config.chain)
-        node = min(
-            chain,
-            key=lambda n: self._reported.get(n.node_id, 0) + self._placed[n.node_id],
-        )
+        head_id = chain[0].node_id
+
+        def load(node: pb.NodeInfo) -> tuple[int, bool]:
+            subscribers = self._reported.get(node.node_id, 0) + self._placed[node.node_id]
+            # The head also carries every write: streams there slow the whole chain.
+            is_head = node.node_id == head_id
+            return subscribers * (HEAD_WEIGHT if is_head else 1), is_head
+
+        node = min(chain, key=load)
         self._placed[node.node_id] += 1
         link = core.control
         token = sign_token(
@@ -224,9 +232,9 @@ async def stream(
             await subscriber.wake.wait()
             subscriber.wake.clear()
             while subscriber.events:
-                event = subscriber.events.popleft()
-                if event.sequence_number > last_seq:
-                    last_seq = event.sequence_number
+                seq, event = subscriber.events.popleft()
+                if seq > last_seq:
+                    last_seq = seq
                     yield event
             if subscriber.overflowed:
                 raise BoardError(
