@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import grpc
 
-# A taken port must be an error, not a silently shared socket (gRPC's default).
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+KEEPALIVE_TIME_MS = 10_000
+SERVER_OPTIONS = [
+    # A taken port must be an error, not a silently shared socket (gRPC's default).
+    ("grpc.so_reuseport", 0),
+    # Accept the keepalive pings our channels send, also on idle connections. gRPC's
+    # default (one ping per 5 minutes) answers them with GOAWAY "too_many_pings", which
+    # cut every idle stream (subscriptions, replication links) after about 30 s.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+]
 CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),

@@ -110,8 +110,8 @@ MODELS = [User, Topic, Message, Like, LogEntry, State]
 BOARD_MODELS = [User, Topic, Message, Like]
 
 
-class DataDirInUse(RuntimeError):
-    pass
+class DataDirInUse(OSError):
+    """An OSError, so `mboard node` reports it in one line like a busy port."""
 
 
 def lock_data_dir(path: Path) -> int:

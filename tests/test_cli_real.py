@@ -1,0 +1,117 @@
+"""The `mboard` command line against real node processes (issue 2, "done when").
+
+The original README's example session, run as one-shot commands and through a piped shell,
+prints exactly the original client's lines; `mboard node` refuses a broken configuration and
+a data directory another node holds, each in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import Cluster, free_port
+from test_client_e2e import EXAMPLE_SESSION, mboard
+
+pytestmark = pytest.mark.timeout(240)
+
+# Generous: the first read waits for the new tail's lease, on a machine that may be loaded.
+CLIENT_TIMEOUT = "30"
+
+
+def start_single_node(cluster: Cluster) -> str:
+    cluster.start_control()
+    cluster.start_node("n1")
+    cluster.wait_chain(["n1"])
+    return cluster.control_address
+
+
+def client(control: str, *words: str, input: str | None = None):
+    return mboard("client", "--control", control, "--timeout", CLIENT_TIMEOUT, *words, input=input)
+
+
+def test_example_session_one_shot_against_a_real_node(cluster: Cluster) -> None:
+    control = start_single_node(cluster)
+    for line, expected in EXAMPLE_SESSION:
+        result = client(control, *line.split())
+        assert (result.returncode, result.stderr) == (0, ""), line
+        assert result.stdout == expected + "\n", line
+
+
+def test_example_session_through_a_piped_shell_against_a_real_node(cluster: Cluster) -> None:
+    control = start_single_node(cluster)
+    script = "".join(f"{line}\n" for line, _ in EXAMPLE_SESSION) + "quit\n"
+    result = client(control, "shell", input=script)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "".join(f"{expected}\n" for _, expected in EXAMPLE_SESSION)
+
+
+# ------------------------------------------------------------ mboard node
+
+VALID_NODE = {"id": "n1", "listen": "127.0.0.1:1", "control": "127.0.0.1:2"}
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        ({"listne": "127.0.0.1:3"}, "listne", "unknown key"),
+        ({"id": None}, "id", "required key is missing"),
+        ({"listen": "nowhere"}, "listen", "is not a host:port address"),
+        ({"control": "127.0.0.1:70000"}, "control", "out of range"),
+        ({"max_text_length": "many"}, "max_text_length", "must be a whole number"),
+        ({"durability": "fast"}, "durability", "must be one of full, normal"),
+        ({"log": {"level": "loud"}}, "log.level", "must be one of debug"),
+    ],
+)
+def test_broken_node_config_is_one_line_naming_file_key_and_problem(
+    tmp_path: Path, change: dict, key: str, problem: str
+) -> None:
+    settings = {**VALID_NODE, "data_dir": str(tmp_path / "data"), **change}
+    config = tmp_path / "node.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
+    result = mboard("node", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {config}: {key}: "), result.stderr
+    assert problem in result.stderr
+    assert not (tmp_path / "data").exists()  # it stopped before touching anything
+
+
+def test_node_config_that_is_not_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text("id: n1\nlisten: [127.0.0.1:1\n")
+    result = mboard("node", "--config", str(config))
+    assert (result.returncode, result.stdout, result.stderr.count("\n")) == (2, "", 1)
+    assert result.stderr.startswith(f"error: {config}: line "), result.stderr
+    assert "not valid YAML" in result.stderr
+
+
+def test_second_node_on_the_same_data_dir_refuses(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_control()
+    cluster.start_node("n1")
+    cluster.wait_chain(["n1"])
+    data_dir = tmp_path / "n1"  # the harness puts n1's data here
+    assert (data_dir / "board.db").exists()
+    intruder = tmp_path / "n2.yaml"
+    intruder.write_text(
+        yaml.safe_dump(
+            {
+                "id": "n2",
+                "listen": f"127.0.0.1:{free_port()}",
+                "data_dir": str(data_dir),
+                "control": cluster.control_address,
+            }
+        )
+    )
+    result = mboard("node", "--config", str(intruder))
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    pid = cluster.processes["n1"].popen.pid
+    assert result.stderr == (
+        f"error: data directory {data_dir} is in use by another mboard node (pid {pid})\n"
+    )
+    # The refused node never joined, and the one that owns the directory still serves.
+    assert [m.node.node_id for m in cluster.control_status().members] == ["n1"]
+    assert cluster.node_status("n1").role == "head+tail"

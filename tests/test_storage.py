@@ -1,0 +1,574 @@
+"""The board's semantics over a real SQLite file: validation, ids, likes, paging, the log.
+
+``Board.execute`` (what the head does) and ``Board.apply_blobs`` (what every replica does)
+run here through ``Storage.run_sync``, the same code the writer thread runs, on the test's
+thread. Peewee models are bound to one database at a time, so a test that needs a second
+replica opens it after it is done reading the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mboard.api import cluster_pb2
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.node.board import Board, BoardError, Outcome
+from mboard.node.storage import Storage
+
+pytestmark = pytest.mark.timeout(120)
+
+EPOCH = 1
+MAX_TEXT = 4096
+
+OpenBoard = Callable[..., Board]
+
+
+@pytest.fixture
+def open_board(tmp_path: Path) -> Iterator[OpenBoard]:
+    """Opens boards on files in tmp_path (``open_board("name", max_text_length=...)``)."""
+    opened: list[Storage] = []
+
+    def open_(name: str = "board", **options: int) -> Board:
+        storage = Storage(tmp_path / f"{name}.db")
+        opened.append(storage)
+        return Board(storage, **options)
+
+    try:
+        yield open_
+    finally:
+        for storage in opened:
+            storage.close()
+
+
+@pytest.fixture
+def board(open_board: OpenBoard) -> Board:
+    return open_board()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def execute(board: Board, kind: str, request, request_id: str = "") -> Outcome:
+    return board.storage.run_sync(lambda: board.execute(kind, request, request_id, EPOCH))
+
+
+def ok(outcome: Outcome):
+    assert outcome.error is None, outcome.error.message
+    return outcome.result
+
+
+def refused(outcome: Outcome, code: grpc.StatusCode, *words: str) -> str:
+    """Assert the write was refused with ``code`` by a message naming ``words``."""
+    assert outcome.error is not None, f"expected {code.name}, got {outcome.result}"
+    assert outcome.entry is None  # a refused write never gets a seq
+    assert outcome.error.code == code, outcome.error.message
+    for word in words:
+        assert word in outcome.error.message
+    return outcome.error.message
+
+
+def user(board: Board, name: str) -> pb.User:
+    return ok(execute(board, "create_user", pb.CreateUserRequest(name=name)))
+
+
+def topic(board: Board, name: str) -> pb.Topic:
+    return ok(execute(board, "create_topic", pb.CreateTopicRequest(name=name)))
+
+
+def post(board: Board, topic_id: int, user_id: int, text: str) -> Outcome:
+    request = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text=text)
+    return execute(board, "post_message", request)
+
+
+def update(board: Board, topic_id: int, message_id: int, user_id: int, text: str) -> Outcome:
+    request = pb.UpdateMessageRequest(
+        topic_id=topic_id, message_id=message_id, user_id=user_id, text=text
+    )
+    return execute(board, "update_message", request)
+
+
+def delete(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
+    request = pb.DeleteMessageRequest(topic_id=topic_id, message_id=message_id, user_id=user_id)
+    return execute(board, "delete_message", request)
+
+
+def like(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
+    request = pb.LikeMessageRequest(topic_id=topic_id, message_id=message_id, user_id=user_id)
+    return execute(board, "like_message", request)
+
+
+def messages(board: Board, topic_id: int, from_id: int = 0, limit: int = 0) -> list[pb.Message]:
+    return board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
+
+
+def read_error(board: Board, read: Callable[[], object]) -> BoardError:
+    with pytest.raises(BoardError) as caught:
+        board.storage.run_sync(read)
+    return caught.value
+
+
+def log_blobs(board: Board) -> list[bytes]:
+    return board.storage.run_sync(lambda: board.log_blobs(1, 1_000_000))
+
+
+def digest(board: Board) -> str:
+    return board.storage.run_sync(board.digest)
+
+
+def replay(open_board: OpenBoard, name: str, blobs: list[bytes]) -> Board:
+    """A fresh replica that applied ``blobs`` (the models are bound to it from now on)."""
+    replica = open_board(name)
+    applied = replica.storage.run_sync(lambda: replica.apply_blobs(blobs))
+    assert len(applied) == len(blobs)
+    return replica
+
+
+@pytest.fixture
+def forum(board: Board) -> Board:
+    """Alice (1) and Bob (2); topics General (1) and Random (2)."""
+    user(board, "Alice")
+    user(board, "Bob")
+    topic(board, "General")
+    topic(board, "Random")
+    return board
+
+
+# ------------------------------------------------------------------ names
+
+
+def test_names_are_trimmed_and_unique_ignoring_case(board: Board) -> None:
+    assert user(board, "  Alice\t") == pb.User(id=1, name="Alice")
+    for duplicate in ("alice", "ALICE ", "\nAlIcE"):
+        refused(
+            execute(board, "create_user", pb.CreateUserRequest(name=duplicate)),
+            grpc.StatusCode.ALREADY_EXISTS,
+            repr(duplicate.strip()),
+        )
+    # Users and topics are separate namespaces.
+    assert topic(board, "alice") == pb.Topic(id=1, name="alice")
+    refused(
+        execute(board, "create_topic", pb.CreateTopicRequest(name=" Alice ")),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "topic",
+    )
+    assert board.applied_seq == 2  # the refusals left no trace in the log
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "1..64"),
+        ("   \t ", "1..64"),
+        ("x" * 65, "got 65"),
+        ("tab\tinside", "control"),
+        ("new\nline", "control"),
+        ("bell\x07", "control"),
+        ("del\x7f", "control"),
+        ("nul\x00", "control"),
+    ],
+)
+def test_bad_names_are_invalid_argument(board: Board, name: str, problem: str) -> None:
+    for kind, request in (
+        ("create_user", pb.CreateUserRequest(name=name)),
+        ("create_topic", pb.CreateTopicRequest(name=name)),
+    ):
+        what = kind.removeprefix("create_")
+        refused(execute(board, kind, request), grpc.StatusCode.INVALID_ARGUMENT, what, problem)
+    assert board.applied_seq == 0
+
+
+def test_name_length_counts_characters_after_trimming(board: Board) -> None:
+    longest = "ž" * 64  # 128 bytes in UTF-8, still 64 characters
+    assert user(board, f"  {longest}  ").name == longest
+    assert topic(board, "x").name == "x"
+
+
+# ------------------------------------------------------------------- text
+
+
+def test_text_length_and_nul(open_board: OpenBoard) -> None:
+    board = open_board(max_text_length=10)
+    user(board, "Alice")
+    topic(board, "General")
+    assert ok(post(board, 1, 1, "x" * 10)).text == "x" * 10
+    refused(post(board, 1, 1, "x" * 11), grpc.StatusCode.INVALID_ARGUMENT, "11", "10")
+    refused(post(board, 1, 1, ""), grpc.StatusCode.INVALID_ARGUMENT, "text")
+    refused(post(board, 1, 1, "a\x00b"), grpc.StatusCode.INVALID_ARGUMENT, "NUL")
+    refused(update(board, 1, 1, 1, "y" * 11), grpc.StatusCode.INVALID_ARGUMENT, "text")
+    refused(update(board, 1, 1, 1, "\x00"), grpc.StatusCode.INVALID_ARGUMENT, "NUL")
+    # Other control characters are fine in a text (it may span lines).
+    assert ok(update(board, 1, 1, 1, "two\nlines")).text == "two\nlines"
+    assert [m.text for m in messages(board, 1)] == ["two\nlines"]
+
+
+def test_default_text_limit_is_4096(forum: Board) -> None:
+    assert ok(post(forum, 1, 1, "é" * MAX_TEXT)).id == 1
+    refused(post(forum, 1, 1, "é" * (MAX_TEXT + 1)), grpc.StatusCode.INVALID_ARGUMENT, "4096")
+
+
+# ------------------------------------------------- existence, ownership, ids
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        ((0, 1), grpc.StatusCode.INVALID_ARGUMENT, ("topic_id", "0")),
+        ((1, -5), grpc.StatusCode.INVALID_ARGUMENT, ("user_id", "-5")),
+        ((3, 1), grpc.StatusCode.NOT_FOUND, ("topic 3",)),
+        ((1, 3), grpc.StatusCode.NOT_FOUND, ("user 3",)),
+        ((2**63 - 1, 1), grpc.StatusCode.NOT_FOUND, (str(2**63 - 1),)),
+    ],
+)
+def test_post_needs_valid_ids_of_an_existing_user_and_topic(
+    forum: Board, args: tuple[int, int], code: grpc.StatusCode, words: tuple[str, ...]
+) -> None:
+    refused(post(forum, *args, "hello"), code, *words)
+    assert forum.applied_seq == 4
+
+
+def test_only_the_author_updates_or_deletes(forum: Board) -> None:
+    ok(post(forum, 1, 1, "Alice's"))
+    for outcome in (update(forum, 1, 1, 2, "Bob was here"), delete(forum, 1, 1, 2)):
+        refused(outcome, grpc.StatusCode.PERMISSION_DENIED, "user 2", "message 1")
+    assert ok(update(forum, 1, 1, 1, "edited")) == pb.Message(
+        id=1, topic_id=1, user_id=1, text="edited", likes=0,
+        created_at=messages(forum, 1)[0].created_at,
+    )  # fmt: skip
+    assert [m.text for m in messages(forum, 1)] == ["edited"]
+
+
+def test_message_must_exist_in_that_topic(forum: Board) -> None:
+    ok(post(forum, 1, 1, "in General"))
+    for outcome in (
+        update(forum, 2, 1, 1, "moved?"),
+        delete(forum, 2, 1, 1),
+        like(forum, 2, 1, 2),
+        update(forum, 1, 99, 1, "nope"),
+        like(forum, 1, 99, 2),
+    ):
+        refused(outcome, grpc.StatusCode.NOT_FOUND, "message", "topic")
+    refused(like(forum, 1, 1, 42), grpc.StatusCode.NOT_FOUND, "user 42")
+    refused(delete(forum, 1, 0, 1), grpc.StatusCode.INVALID_ARGUMENT, "message_id")
+
+
+def test_one_like_per_user_and_message(forum: Board) -> None:
+    ok(post(forum, 1, 1, "like me"))
+    assert ok(like(forum, 1, 1, 2)).likes == 1
+    seq = forum.applied_seq
+    again = like(forum, 1, 1, 2)
+    assert again.entry is None and ok(again).likes == 1  # unchanged, no new entry
+    assert forum.applied_seq == seq
+    assert ok(like(forum, 1, 1, 1)).likes == 2  # the author may like it too, once
+    assert messages(forum, 1)[0].likes == 2
+
+
+def test_deleted_messages_are_gone_for_good(forum: Board) -> None:
+    for text in ("one", "two", "three"):
+        ok(post(forum, 1, 1, text))
+    assert ok(delete(forum, 1, 2, 1)) == empty_pb2.Empty()
+    assert [m.id for m in messages(forum, 1)] == [1, 3]
+    for outcome in (
+        like(forum, 1, 2, 2),
+        update(forum, 1, 2, 1, "back?"),
+        delete(forum, 1, 2, 1),
+    ):
+        refused(outcome, grpc.StatusCode.NOT_FOUND, "message 2")
+    # The deleted id is never handed out again, not even for the highest id.
+    ok(delete(forum, 1, 3, 1))
+    assert ok(post(forum, 1, 1, "four")).id == 4
+
+
+def test_ids_increase_per_kind_and_survive_a_reopen(open_board: OpenBoard) -> None:
+    board = open_board()
+    assert [user(board, n).id for n in ("a", "b")] == [1, 2]
+    assert [topic(board, n).id for n in ("t1", "t2", "t3")] == [1, 2, 3]
+    posted = [ok(post(board, t, 1, f"m{t}")).id for t in (3, 1, 2, 1)]
+    assert posted == [1, 2, 3, 4]
+    ok(delete(board, 1, 4, 1))
+    board.storage.close()
+
+    reopened = open_board()  # same file: the counters come back from the tables
+    assert reopened.applied_seq == board.applied_seq
+    assert user(reopened, "c").id == 3
+    assert topic(reopened, "t4").id == 4
+    assert ok(post(reopened, 1, 1, "after")).id == 5
+
+
+# ----------------------------------------------------------------- paging
+
+
+def test_get_messages_pages(open_board: OpenBoard) -> None:
+    board = open_board(page_max=5)
+    user(board, "Alice")
+    topic(board, "General")
+    topic(board, "Random")
+    for i in range(1, 13):
+        ok(post(board, 1 if i % 4 else 2, 1, f"m{i}"))  # 4, 8, 12 go to Random
+    general = [1, 2, 3, 5, 6, 7, 9, 10, 11]
+
+    def ids(from_id: int, limit: int, topic_id: int = 1) -> list[int]:
+        return [m.id for m in messages(board, topic_id, from_id, limit)]
+
+    assert ids(0, 0) == general[:5]  # limit 0: the page maximum
+    assert ids(0, -3) == general[:5]  # so is a negative limit
+    assert ids(0, 100) == general[:5]  # and a larger ask is capped at it
+    assert ids(0, 2) == [1, 2]
+    assert ids(3, 3) == [3, 5, 6]  # from_message_id is inclusive
+    assert ids(4, 3) == [5, 6, 7]  # and need not be an id of this topic
+    assert ids(12, 5) == []
+    assert ids(0, 0, topic_id=2) == [4, 8, 12]
+    ok(delete(board, 1, 5, 1))
+    assert ids(4, 3) == [6, 7, 9]  # a deleted message does not use up the page
+    # Walking the pages by the last id + 1 yields every live message once.
+    walked, start = [], 0
+    while page := ids(start, 2):
+        walked += page
+        start = page[-1] + 1
+    assert walked == [i for i in general if i != 5]
+
+
+def test_get_messages_refuses_bad_arguments(forum: Board) -> None:
+    error = read_error(forum, lambda: forum.get_messages(0, 0, 0))
+    assert (error.code, "topic_id" in error.message) == (grpc.StatusCode.INVALID_ARGUMENT, True)
+    error = read_error(forum, lambda: forum.get_messages(1, -1, 0))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "from_message_id" in error.message
+    error = read_error(forum, lambda: forum.get_messages(7, 0, 0))
+    assert (error.code, "topic 7" in error.message) == (grpc.StatusCode.NOT_FOUND, True)
+    assert messages(forum, 2) == []  # an existing topic without messages is just empty
+    error = read_error(forum, lambda: forum.get_user(3))
+    assert (error.code, "user 3" in error.message) == (grpc.StatusCode.NOT_FOUND, True)
+    assert forum.storage.run_sync(lambda: forum.get_user(2)) == pb.User(id=2, name="Bob")
+
+
+# ------------------------------------------------------ retries and the log
+
+
+def test_retry_with_the_same_request_id_returns_the_original_result(forum: Board) -> None:
+    first = execute(forum, "create_user", pb.CreateUserRequest(name="Carol"), "req-1")
+    assert ok(first) == pb.User(id=3, name="Carol")
+    seq = forum.applied_seq
+    again = execute(forum, "create_user", pb.CreateUserRequest(name="Carol"), "req-1")
+    assert (ok(again), again.entry, again.wait_seq) == (first.result, None, first.wait_seq)
+    assert forum.applied_seq == seq
+
+    request = pb.PostMessageRequest(topic_id=1, user_id=1, text="once")
+    posted = ok(execute(forum, "post_message", request, "req-2"))
+    ok(like(forum, 1, posted.id, 2))  # the board moves on...
+    retried = execute(forum, "post_message", request, "req-2")
+    assert ok(retried) == posted  # ...the retry still answers as the first time did
+    assert [m.text for m in messages(forum, 1)] == ["once"]
+    # A different id is a different write.
+    assert ok(execute(forum, "post_message", request, "req-3")).id == posted.id + 1
+
+
+def test_every_write_appends_one_entry_with_the_next_seq(forum: Board) -> None:
+    ok(post(forum, 1, 1, "a"))
+    ok(like(forum, 1, 1, 2))
+    ok(update(forum, 1, 1, 1, "b"))
+    ok(delete(forum, 1, 1, 1))
+    entries = [cluster_pb2.Entry.FromString(blob) for blob in log_blobs(forum)]
+    assert [e.seq for e in entries] == list(range(1, 9))
+    kinds = [cluster_pb2.EntryKind.Name(e.kind) for e in entries]
+    assert kinds == [
+        "CREATE_USER", "CREATE_USER", "CREATE_TOPIC", "CREATE_TOPIC",
+        "POST", "LIKE", "UPDATE", "DELETE",
+    ]  # fmt: skip
+    assert all(e.epoch == EPOCH for e in entries)
+    assert forum.storage.run_sync(lambda: forum.log_blobs(7, 1)) == [log_blobs(forum)[6]]
+
+
+# ------------------------------------------------ determinism and truncate
+
+# A workload touching every kind of entry: (kind, request); ids follow from the order.
+WORKLOAD = [
+    ("create_user", pb.CreateUserRequest(name="Alice")),
+    ("create_user", pb.CreateUserRequest(name="Bob")),
+    ("create_topic", pb.CreateTopicRequest(name="General")),
+    ("post_message", pb.PostMessageRequest(topic_id=1, user_id=1, text="first")),
+    ("post_message", pb.PostMessageRequest(topic_id=1, user_id=2, text="second")),
+    ("like_message", pb.LikeMessageRequest(topic_id=1, message_id=1, user_id=2)),
+    ("create_topic", pb.CreateTopicRequest(name="Random")),
+    ("update_message", pb.UpdateMessageRequest(topic_id=1, message_id=1, user_id=1, text="1st")),
+    ("delete_message", pb.DeleteMessageRequest(topic_id=1, message_id=2, user_id=2)),
+    ("post_message", pb.PostMessageRequest(topic_id=2, user_id=2, text="third")),
+    ("like_message", pb.LikeMessageRequest(topic_id=1, message_id=1, user_id=1)),
+    ("create_user", pb.CreateUserRequest(name="Carol")),
+]
+
+
+def run_workload(board: Board) -> None:
+    for kind, request in WORKLOAD:
+        ok(execute(board, kind, request))
+
+
+def test_applying_the_heads_log_gives_an_identical_replica(open_board: OpenBoard) -> None:
+    head = open_board("head")
+    run_workload(head)
+    blobs, head_digest = log_blobs(head), digest(head)
+    head_pages = messages(head, 1), messages(head, 2)
+
+    replica = replay(open_board, "replica", blobs)
+    assert digest(replica) == head_digest
+    assert (messages(replica, 1), messages(replica, 2)) == head_pages
+    assert log_blobs(replica) == blobs  # the log itself is kept byte for byte
+    # Applying again, or a prefix again, changes nothing.
+    assert replica.storage.run_sync(lambda: replica.apply_blobs(blobs)) == []
+    assert digest(replica) == head_digest
+    # A replica that takes over as head hands out the same next ids the head would have.
+    assert ok(post(replica, 1, 3, "new head")).id == 4
+
+
+def test_apply_stops_at_a_gap(open_board: OpenBoard) -> None:
+    head = open_board("head")
+    run_workload(head)
+    blobs = log_blobs(head)
+    replica = open_board("replica")
+    applied = replica.storage.run_sync(lambda: replica.apply_blobs(blobs[:3] + blobs[4:]))
+    assert [entry.seq for entry, _ in applied] == [1, 2, 3]
+    assert replica.applied_seq == 3
+
+
+@pytest.mark.parametrize("to_seq", [0, 5, 8, len(WORKLOAD)])
+def test_truncate_rebuilds_exactly_the_prefix(open_board: OpenBoard, to_seq: int) -> None:
+    head = open_board("head")
+    run_workload(head)
+    blobs = log_blobs(head)
+    head.storage.run_sync(lambda: head.truncate(to_seq))
+    truncated = digest(head), messages(head, 1) if to_seq >= 3 else None
+    assert head.applied_seq == to_seq
+    assert log_blobs(head) == blobs[:to_seq]
+    next_ids = head.next_user_id, head.next_topic_id, head.next_message_id
+
+    prefix = replay(open_board, "prefix", blobs[:to_seq])
+    assert (digest(prefix), messages(prefix, 1) if to_seq >= 3 else None) == truncated
+    assert (prefix.next_user_id, prefix.next_topic_id, prefix.next_message_id) == next_ids
+
+
+# Many examples each open three databases: on tmpfs when there is one, so the test is about
+# the logic, not the disk. They are real SQLite files all the same.
+FAST_TMP = "/dev/shm" if Path("/dev/shm").is_dir() else None
+# Users 1, 2 and topics 1, 2 to start from.
+FORUM = [WORKLOAD[0], WORKLOAD[1], WORKLOAD[2], WORKLOAD[6]]
+# A random mix of requests over a few small ids: many are refused, the rest must replicate.
+_id = st.sampled_from([1, 1, 2, 2, 3, 0])  # mostly ids that exist
+_requests = st.one_of(
+    st.tuples(
+        st.just("create_user"), st.builds(pb.CreateUserRequest, name=st.sampled_from("aAb "))
+    ),
+    st.tuples(
+        st.just("create_topic"), st.builds(pb.CreateTopicRequest, name=st.sampled_from("xy"))
+    ),
+    st.tuples(
+        st.just("post_message"),
+        st.builds(
+            pb.PostMessageRequest,
+            topic_id=_id,
+            user_id=_id,
+            text=st.sampled_from(["hi", "hey", ""]),
+        ),
+    ),
+    st.tuples(
+        st.just("update_message"),
+        st.builds(
+            pb.UpdateMessageRequest, topic_id=_id, message_id=_id, user_id=_id, text=st.just("edit")
+        ),
+    ),
+    st.tuples(
+        st.just("delete_message"),
+        st.builds(pb.DeleteMessageRequest, topic_id=_id, message_id=_id, user_id=_id),
+    ),
+    st.tuples(
+        st.just("like_message"),
+        st.builds(pb.LikeMessageRequest, topic_id=_id, message_id=_id, user_id=_id),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workload=st.lists(_requests, min_size=15, max_size=60), cut=st.floats(0, 1))
+def test_random_workloads_replicate_and_truncate_exactly(workload, cut: float) -> None:
+    with tempfile.TemporaryDirectory(dir=FAST_TMP) as tmp:
+        storages: list[Storage] = []
+
+        def open_(name: str) -> Board:
+            storages.append(Storage(Path(tmp) / f"{name}.db"))
+            return Board(storages[-1])
+
+        try:
+            head = open_("head")
+            for kind, request in FORUM + workload:
+                execute(head, kind, request)  # many are refused: they leave no entry
+            blobs, head_digest = log_blobs(head), digest(head)
+            to_seq = int(cut * len(blobs))
+            head.storage.run_sync(lambda: head.truncate(to_seq))
+            truncated_digest = digest(head)
+
+            replica = open_("replica")
+            replica.storage.run_sync(lambda: replica.apply_blobs(blobs))
+            assert digest(replica) == head_digest
+            prefix = open_("prefix")
+            prefix.storage.run_sync(lambda: prefix.apply_blobs(blobs[:to_seq]))
+            assert digest(prefix) == truncated_digest
+        finally:
+            for storage in storages:
+                storage.close()
+
+
+# ---------------------------------------------- the writer thread, for real
+
+
+def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Board) -> None:
+    """One failing job rolls back its whole batch; the board then forgets the ids that
+    batch handed out, so the next write continues from what is really stored."""
+    storage = board.storage
+    user(board, "Alice")
+    topic(board, "General")
+
+    async def scenario() -> tuple[list, list]:
+        storage.start(asyncio.get_running_loop())
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            entered.set()
+            gate.wait(30)
+
+        # While the writer runs this batch, the next jobs queue up and form ONE batch.
+        blocker = storage.submit(hold_the_writer)
+        assert entered.wait(30)
+
+        def explode() -> None:
+            raise RuntimeError("disk on fire")
+
+        batch = [
+            storage.submit(lambda: board.execute("post_message", _post("lost 1"), "", EPOCH)),
+            storage.submit(explode),
+            storage.submit(lambda: board.execute("post_message", _post("lost 2"), "", EPOCH)),
+        ]
+        gate.set()
+        await blocker
+        failed = await asyncio.gather(*batch, return_exceptions=True)
+        after = await storage.submit(
+            lambda: board.execute("post_message", _post("kept"), "", EPOCH)
+        )
+        page = await storage.read(lambda: board.get_messages(1, 0, 0))
+        storage.close()  # while the loop the threads report to still runs
+        return failed, [after.result.id, *(m.id for m in page)]
+
+    failed, ids = asyncio.run(scenario())
+    assert all(isinstance(outcome, RuntimeError) for outcome in failed)
+    assert ids == [1, 1]  # "kept" got id 1: the rolled-back posts left nothing behind
+    assert board.applied_seq == 3
+
+
+def _post(text: str) -> pb.PostMessageRequest:
+    return pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
