@@ -24,6 +24,7 @@ import grpc
 import yaml
 from google.protobuf import empty_pb2
 
+from mboard import grpc_util
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 
@@ -113,7 +114,7 @@ class _Cluster:
         self.control_address = control
         self.stop_requested = stop
         self.children: list[_Child] = []
-        channel = grpc.insecure_channel(control)
+        channel = grpc.insecure_channel(control, options=grpc_util.FAST_RECONNECT)
         self._channels = [channel]
         self._control_plane = pb_grpc.ControlPlaneStub(channel)
         self._node_stubs: dict[str, cluster_pb2_grpc.NodeStub] = {}
@@ -236,7 +237,7 @@ class _Cluster:
         """The configuration epoch the node runs (0 before it registered or if it does not
         answer)."""
         if node.name not in self._node_stubs:
-            channel = grpc.insecure_channel(node.address)
+            channel = grpc.insecure_channel(node.address, options=grpc_util.FAST_RECONNECT)
             self._channels.append(channel)
             self._node_stubs[node.name] = cluster_pb2_grpc.NodeStub(channel)
         try:

@@ -11,7 +11,8 @@ Synchronous on purpose (subprocess + sync gRPC stubs) so tests read top to botto
         cluster.wait_chain(["n1", "n3"])
 
 Every process runs ``python -m mboard control|node --config <yaml>`` with its output in
-``<tmp_path>/<name>.log``, in its own process group, and ``close()`` kills them all.
+``<tmp_path>/<name>.log``, in a session of its own, and ``close()`` kills them all (and
+whatever they started).
 Never sleep to synchronize: wait on a condition with ``wait_for``.
 """
 
@@ -36,6 +37,7 @@ from google.protobuf import empty_pb2
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
+from mboard.grpc_util import FAST_RECONNECT
 from mboard.up import mboard_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,12 +52,6 @@ RPC_TIMEOUT = 2.0
 POLL_INTERVAL = 0.05
 PORTS_FROM = 10000
 LOG_TAIL_LINES = 25
-# Reconnect quickly to a restarted process instead of backing off for seconds.
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 250),
-]
 
 T = TypeVar("T")
 
@@ -327,7 +323,8 @@ class Cluster:
     def channel(self, address: str) -> grpc.Channel:
         """A cached channel to ``address`` (closed by ``close``)."""
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+            # Reconnects at once to a restarted process instead of backing off for seconds.
+            self._channels[address] = grpc.insecure_channel(address, options=FAST_RECONNECT)
         return self._channels[address]
 
     # -------------------------------------------------------------- internals

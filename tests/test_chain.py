@@ -210,10 +210,11 @@ def test_learner_acks_do_not_commit_but_report_caught_up():
     tail = ChainState("n1")
     tail.adopt(config(2, ["n1"], ["n2"]))
     tail.note_applied(1000)
-    advanced, caught_up = tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
-    assert not advanced and not caught_up and tail.committed_seq == 1000
+    advanced = tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
+    assert not advanced and not tail.learner_caught_up() and tail.committed_seq == 1000
     near = 1000 - CAUGHT_UP_LAG
-    assert tail.note_successor_ack(cluster_pb2.Ack(applied_seq=near, committed_seq=near))[1]
+    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=near, committed_seq=near))
+    assert tail.learner_caught_up()
 
 
 # -------------------------------------------------------------------- reads
@@ -292,4 +293,16 @@ def test_caught_up_only_when_successor_is_a_learner(lag):
     tail.adopt(config(1, ["n1", "n2"]))
     tail.note_applied(500)
     ack = cluster_pb2.Ack(applied_seq=500 - lag, committed_seq=0)
-    assert tail.note_successor_ack(ack) == (False, False)
+    assert tail.note_successor_ack(ack) is False and not tail.learner_caught_up()
+
+
+def test_learner_promotion_is_asked_for_when_its_predecessor_becomes_tail():
+    # n2 was itself a learner behind n1, streaming to its own learner n3. When n1 goes, n2
+    # becomes tail; n3 sends no new ack, yet n2 must see at once that n3 can be promoted.
+    n2 = ChainState("n2")
+    n2.adopt(config(4, ["n1"], ["n2", "n3"]))
+    n2.note_applied(300)
+    n2.note_successor_ack(cluster_pb2.Ack(applied_seq=300, committed_seq=300))
+    assert not n2.learner_caught_up()  # not the tail yet
+    n2.adopt(config(5, ["n2"], ["n3"]))
+    assert n2.learner_caught_up()

@@ -141,6 +141,13 @@ class CommitWaiters:
             if not future.done():
                 future.set_result(None)
 
+    def fail(self, error: Exception) -> None:
+        """End every wait with ``error``."""
+        heap, self._heap = self._heap, []
+        for _, _, future in heap:
+            if not future.done():
+                future.set_exception(error)
+
     def __len__(self) -> int:
         return len(self._heap)
 
@@ -201,16 +208,22 @@ class ChainState:
             min(committed_seq, self.applied_seq) if self.position.in_chain else committed_seq
         )
 
-    def note_successor_ack(self, ack: cluster_pb2.Ack) -> tuple[bool, bool]:
-        """Take an ack from the successor: (committed advanced, learner caught up)."""
+    def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
+        """Take an ack from the successor; return True if it advanced the commit point."""
         self.successor_applied_seq = max(self.successor_applied_seq, ack.applied_seq)
-        advanced = self._commit(min(ack.committed_seq, self.applied_seq))
-        caught_up = (
+        return self._commit(min(ack.committed_seq, self.applied_seq))
+
+    def learner_caught_up(self) -> bool:
+        """Is this node the tail, with a learner behind it close enough to promote?
+
+        Asked on every ack, config change and heartbeat: a learner whose stream was opened
+        before this node became tail may send no new ack, and a report may get lost.
+        """
+        return (
             self.position.is_tail
             and self.position.successor_is_learner
             and self.successor_applied_seq >= self.applied_seq - CAUGHT_UP_LAG
         )
-        return advanced, caught_up
 
     def _commit(self, seq: int) -> bool:
         if seq > self.committed_seq:

@@ -78,6 +78,8 @@ class NodeCore:
             future = self.storage.submit(lambda: self._execute(kind, request, request_id))
             future.add_done_callback(self._after_execute)
             outcome: Outcome = await future
+            if not self.state.position.is_head:  # lost it meanwhile: see apply_config
+                raise self._no_longer_head_error()
             await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")
             if outcome.error:
                 raise outcome.error
@@ -118,6 +120,12 @@ class NodeCore:
     def require_head(self) -> None:
         if not self.state.position.is_head:
             raise self._not_head_error()
+
+    def _no_longer_head_error(self) -> BoardError:
+        return BoardError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{self.node_id} is no longer the head; retry with the same x-request-id",
+        )
 
     def _not_head_error(self) -> BoardError:
         head = self.state.config.chain[0] if self.state.config.chain else None
@@ -182,11 +190,9 @@ class NodeCore:
             self._on_commit()
 
     def on_successor_ack(self, ack: cluster_pb2.Ack) -> None:
-        advanced, caught_up = self.state.note_successor_ack(ack)
-        if advanced:
+        if self.state.note_successor_ack(ack):
             self._on_commit()
-        if caught_up:
-            self.report_caught_up()
+        self.report_caught_up()
 
     def _on_commit(self) -> None:
         metrics.COMMITS.inc(self.state.committed_seq - self._counted_commits)
@@ -228,6 +234,11 @@ class NodeCore:
             "epoch %d: role %s -> %s (chain [%s] learners [%s])",
             config.epoch, old.role, new.role, chain, learners,
         )  # fmt: skip
+        if old.is_head and not new.is_head:
+            # The chain moved on without us: what we took as head may never be committed,
+            # and a later commit point (say, as a learner) is about the new head's entries
+            # at those seqs. The clients retry at the new head with the same request id.
+            self.waiters.fail(self._no_longer_head_error())
         if old.in_chain and not new.in_chain:
             self.hub.close_all(f"{self.node_id} left the chain")
         if new.successor != old.successor:
@@ -237,6 +248,7 @@ class NodeCore:
         if self.state.committed_seq > committed_before:
             self._on_commit()
         self._want_ack()
+        self.report_caught_up()
         for listener in self.config_listeners:
             listener()
 
@@ -247,8 +259,11 @@ class NodeCore:
             self.spawn(self.control.report_failure(self.state.position.epoch, suspect_id))
 
     def report_caught_up(self) -> None:
+        """Ask the control plane to promote our learner, if it has caught up."""
+        if not self.state.learner_caught_up():
+            return
         successor = self.state.position.successor
-        if self.control and successor and self._may_report("caught_up", successor.node_id):
+        if self.control and self._may_report("caught_up", successor.node_id):
             self.spawn(
                 self.control.report_caught_up(
                     self.state.position.epoch, successor.node_id, self.state.successor_applied_seq

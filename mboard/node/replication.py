@@ -102,7 +102,9 @@ class Forwarder:
                 await asyncio.sleep(RETRY_DELAY)
             except grpc.aio.AioRpcError as exc:
                 if not self._relink.is_set():
-                    log.info("link to %s broke: %s", successor.node_id, exc.code().name)
+                    log.info(
+                        "link to %s broke: %s %s", successor.node_id, exc.code().name, exc.details()
+                    )
                     self.core.report_failure(successor.node_id)
                     await asyncio.sleep(RETRY_DELAY)
             except Exception:
@@ -214,7 +216,7 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
     acks = asyncio.Event()
     acks.set()
     core.ack_events.add(acks)
-    pump = asyncio.create_task(_pump_acks(core, context, acks))
+    pump = asyncio.create_task(_pump_acks(core, context, sender, acks))
     # (future, last seq it carries): applies handed to the writer, oldest first.
     pending: deque[tuple[asyncio.Future, int]] = deque()
     try:
@@ -240,10 +242,12 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
             while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_APPLIES):
                 future, last_seq = pending.popleft()
                 await future  # raises if the apply failed: the sender re-handshakes
-                if core.state.applied_seq < last_seq:
+                # The writer's own count: core.state hears of a finished apply from the
+                # future's done-callback, which may not have run yet (a false gap).
+                if core.board.applied_seq < last_seq:
                     await context.abort(
                         grpc.StatusCode.FAILED_PRECONDITION,
-                        f"gap in the log after seq {core.state.applied_seq}: handshake again",
+                        f"gap in the log after seq {core.board.applied_seq}: handshake again",
                     )
             if pump.done():
                 pump.result()
@@ -252,12 +256,20 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
         pump.cancel()
 
 
-async def _pump_acks(core: NodeCore, context, wanted: asyncio.Event) -> None:
-    """Send the latest ack whenever something changed; many changes make one ack."""
+async def _pump_acks(core: NodeCore, context, sender: str, wanted: asyncio.Event) -> None:
+    """Send the latest ack whenever something changed; many changes make one ack.
+
+    Only while ``sender`` is still our predecessor: after that our commit point is about
+    another log (say, ours as the new head), and a former head that hears it would count
+    its own never-forwarded entries as committed and acknowledge them.
+    """
     last = None
     while True:
         await wanted.wait()
         wanted.clear()
+        predecessor = core.state.position.predecessor
+        if predecessor is None or predecessor.node_id != sender:
+            return  # the stream ends at the sender's next message
         ack = core.state.ack()
         if ack != last:
             await context.write(cluster_pb2.ReplicateResponse(ack=ack))

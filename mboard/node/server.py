@@ -87,6 +87,7 @@ class ControlLink:
         self.core.apply_config(reply.config)
         if reply.lease_s > 0:
             state.grant_lease(reply.config.epoch, sent_at + reply.lease_s)
+        self.core.report_caught_up()
         if state.committed_seq > self.core.board.saved_committed_seq:
             self.core.storage.submit(lambda: self.core.board.save_committed(state.committed_seq))
 

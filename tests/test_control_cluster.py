@@ -1,0 +1,84 @@
+"""The control plane with real nodes: joins, failures, rejoins and its own restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from harness import Cluster
+
+
+def start(cluster: Cluster, names: list[str]) -> None:
+    cluster.start_control()
+    for name in names:
+        cluster.start_node(name)
+    cluster.wait_chain(names)
+
+
+def serves_reads(cluster: Cluster, name: str) -> bool:
+    return cluster.node_status(name, with_digest=False).serving_reads
+
+
+def test_nodes_join_in_order_and_only_the_tail_serves_reads(cluster):
+    start(cluster, ["n1", "n2", "n3"])
+    status = cluster.control_status()
+    assert [(m.node.node_id, m.role) for m in status.members] == [
+        ("n1", "head"),
+        ("n2", "middle"),
+        ("n3", "tail"),
+    ]
+    cluster.wait_for(lambda: serves_reads(cluster, "n3"), what="a lease at the tail n3")
+    assert not serves_reads(cluster, "n1") and not serves_reads(cluster, "n2")
+
+
+def test_killed_node_is_removed_and_rejoins_as_the_tail(cluster):
+    start(cluster, ["n1", "n2", "n3"])
+    cluster.kill("n2", signal.SIGKILL)
+    cluster.wait_chain(["n1", "n3"])
+    cluster.restart("n2")
+    cluster.wait_chain(["n1", "n3", "n2"])
+    cluster.wait_for(lambda: serves_reads(cluster, "n2"), what="a lease at the new tail n2")
+
+
+def test_paused_tail_is_replaced_and_comes_back_after_resuming(cluster):
+    start(cluster, ["n1", "n2"])
+    cluster.pause("n2")
+    cluster.wait_chain(["n1"])
+    cluster.wait_for(lambda: serves_reads(cluster, "n1"), what="a lease at the new tail n1")
+    cluster.resume("n2")
+    cluster.wait_chain(["n1", "n2"])
+
+
+def test_control_plane_restart_keeps_the_running_chain(cluster):
+    # Nodes reconnect with gRPC's backoff (1 s, then 1.6 s, ...): give them the time.
+    failure_timeout = 4.0
+    cluster.start_control(failure_timeout=failure_timeout)
+    for name in ("n1", "n2", "n3"):
+        cluster.start_node(name)
+    before = cluster.wait_chain(["n1", "n2", "n3"])
+    cluster.restart("control")
+    restarted = time.monotonic()
+    # Watch for longer than the failure timeout: the members heartbeat back in, nobody is
+    # removed and no epoch is spent.
+    while time.monotonic() < restarted + failure_timeout + 1:
+        state = cluster.cluster_state()
+        assert (state.epoch, list(state.chain)) == (before.epoch, list(before.chain))
+        time.sleep(0.1)
+    assert all(m.heartbeat_age_s < failure_timeout for m in cluster.control_status().members)
+    cluster.wait_for(lambda: serves_reads(cluster, "n3"), what="a lease at the tail n3")
+
+
+def test_members_restarting_in_any_order_rebuild_the_chain(cluster):
+    # A long failure timeout: the restarted members are re-registrations, not new joins.
+    cluster.start_control(failure_timeout=30, lease=1)
+    for name in ("n1", "n2", "n3"):
+        cluster.start_node(name)
+    cluster.wait_chain(["n1", "n2", "n3"])
+    for name in ("n1", "n2", "n3"):
+        cluster.kill(name)
+    # n3 and n1 queue as learners (n3 -> n1) before n2 restarts as the chain's only member.
+    for name in ("n3", "n1", "n2"):
+        cluster.restart(name)
+        cluster.wait_for(lambda n=name: cluster.node_status(n, False).epoch > 0, what=name)
+    cluster.wait_for(lambda: len(cluster.chain()) == 3, timeout=10, what="all three in the chain")
+    assert cluster.chain() == ["n2", "n3", "n1"]

@@ -1,0 +1,372 @@
+"""Membership rules of the control plane, with an injected clock (no sleeps, no network)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mboard.control.membership import ChainConfig, Membership, Node, Saved
+
+FAILURE_TIMEOUT = 2.0
+LEASE = 1.0
+N1, N2, N3, N4 = (Node(f"n{i}", f"127.0.0.1:{5000 + i}") for i in range(1, 5))
+
+
+class Disk:
+    """Stands in for the store: keeps every saved state."""
+
+    def __init__(self) -> None:
+        self.saves: list[Saved] = []
+
+    def __call__(self, state: Saved) -> None:
+        self.saves.append(state)
+
+
+def membership(saved: Saved | None = None, started: float = 0.0, persist=None) -> Membership:
+    return Membership(
+        failure_timeout=FAILURE_TIMEOUT,
+        lease=LEASE,
+        started=started,
+        persist=persist or Disk(),
+        saved=saved,
+    )
+
+
+def ids(nodes) -> list[str]:
+    return [n.node_id for n in nodes]
+
+
+def beat(m: Membership, node: Node, now: float, epoch: int | None = None):
+    epoch = m.config.epoch if epoch is None else epoch
+    return m.heartbeat(node.node_id, epoch, applied_seq=0, committed_seq=0, subscribers=0, now=now)
+
+
+def chain_of(*nodes: Node, disk: Disk | None = None) -> Membership:
+    """A membership whose chain is ``nodes`` in order, built by joins and promotions."""
+    m = membership(persist=disk)
+    for node in nodes:
+        m.register(node, applied_seq=0, now=0)
+        if m.config.learners:
+            assert m.caught_up(m.config.epoch, m.config.chain[-1].node_id, node.node_id)
+    assert ids(m.config.chain) == ids(nodes)
+    return m
+
+
+def promote(m: Membership, node: Node, now: float) -> None:
+    """``node`` joins and becomes the new tail."""
+    m.register(node, applied_seq=0, now=now)
+    assert m.caught_up(m.config.epoch, m.config.chain[-1].node_id, node.node_id)
+
+
+# ---------------------------------------------------------------- joining
+
+
+def test_first_node_is_head_and_tail_then_joiners_queue_as_learners():
+    m = membership()
+    assert m.register(N1, applied_seq=0, now=0)
+    assert m.config == ChainConfig(1, (N1,), ())
+    assert m.config.role("n1") == "head+tail"
+    m.register(N2, applied_seq=0, now=0)
+    m.register(N3, applied_seq=0, now=0)
+    assert m.config == ChainConfig(3, (N1,), (N2, N3))
+    assert m.config.role("n2") == "learner"
+
+
+def test_learners_are_promoted_in_join_order():
+    m = membership()
+    for node in (N1, N2, N3):
+        m.register(node, applied_seq=0, now=0)
+    assert m.caught_up(3, tail_id="n1", learner_id="n2")
+    assert m.config == ChainConfig(4, (N1, N2), (N3,))
+    assert m.caught_up(4, tail_id="n2", learner_id="n3")
+    assert m.config == ChainConfig(5, (N1, N2, N3), ())
+    assert [m.config.role(n) for n in ("n1", "n2", "n3")] == ["head", "middle", "tail"]
+
+
+@pytest.mark.parametrize(
+    ("epoch", "tail_id", "learner_id"),
+    [
+        (2, "n1", "n2"),  # an old epoch
+        (4, "n1", "n2"),  # a future epoch
+        (3, "n2", "n2"),  # not the tail
+        (3, "n1", "n3"),  # not the first learner
+        (3, "n1", "n9"),  # not a learner at all
+    ],
+)
+def test_caught_up_needs_current_epoch_tail_and_first_learner(epoch, tail_id, learner_id):
+    m = membership()
+    for node in (N1, N2, N3):
+        m.register(node, applied_seq=0, now=0)
+    before = m.config
+    assert not m.caught_up(epoch, tail_id, learner_id)
+    assert m.config == before
+
+
+def test_restarted_member_is_removed_and_queued_as_learner_in_one_epoch():
+    m = chain_of(N1, N2, N3)
+    epoch = m.config.epoch
+    moved = Node("n2", "127.0.0.1:6002")  # it may come back on another address
+    assert m.register(moved, applied_seq=7, now=1)
+    assert m.config == ChainConfig(epoch + 1, (N1, N3), (moved,))
+
+
+def test_restarted_learner_goes_to_the_back_of_the_queue():
+    m = membership()
+    for node in (N1, N2, N3):
+        m.register(node, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=1)
+    assert m.config == ChainConfig(4, (N1,), (N3, N2))
+
+
+def test_restarted_sole_chain_member_stays_the_chain():
+    m = membership()
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=0)
+    m.register(N1, applied_seq=0, now=1)
+    assert m.config == ChainConfig(3, (N1,), (N2,))
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_silent_member_is_removed_after_failure_timeout():
+    m = chain_of(N1, N2)
+    epoch = m.config.epoch
+    beat(m, N1, now=1.5)
+    assert not m.expire(now=FAILURE_TIMEOUT)  # n2 is exactly at the limit, not past it
+    assert m.expire(now=FAILURE_TIMEOUT + 0.1)
+    assert m.config == ChainConfig(epoch + 1, (N1,), ())
+    assert beat(m, N2, now=2.2).unknown
+    assert not beat(m, N1, now=2.2).unknown
+
+
+def test_silence_while_the_control_plane_was_stalled_counts_against_nobody():
+    m = chain_of(N1, N2)
+    beat(m, N1, now=1.0)
+    m.excuse(3.0, now=4.0)  # we heard nothing from 1.0 to 4.0 because we were stopped
+    assert not m.expire(now=4.0)
+    assert m.expire(now=4.0 + FAILURE_TIMEOUT + 0.1)
+    assert ids(m.config.chain) == []
+
+
+def test_members_failing_together_are_removed_in_one_epoch():
+    m = chain_of(N1, N2, N3)
+    epoch = m.config.epoch
+    beat(m, N2, now=1.0)
+    assert m.expire(now=2.5)
+    assert m.config == ChainConfig(epoch + 1, (N2,), ())
+
+
+def test_remove_unknown_node_changes_nothing():
+    m = chain_of(N1)
+    before = m.config
+    assert not m.remove("n9", "left")
+    assert m.config == before
+
+
+def test_learners_are_never_promoted_when_the_chain_dies():
+    m = membership()
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=0)
+    assert m.remove("n1", "n1 left")
+    assert m.config == ChainConfig(3, (), (N2,))
+    # A later registration restarts the chain.
+    m.register(N3, applied_seq=0, now=1)
+    assert m.config == ChainConfig(4, (N3,), (N2,))
+
+
+def test_learner_that_reregisters_into_an_empty_chain_becomes_the_chain():
+    m = membership()
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=0)
+    m.register(N3, applied_seq=0, now=0)
+    m.remove("n1", "n1 left")
+    m.register(N3, applied_seq=0, now=1)
+    assert m.config == ChainConfig(5, (N3,), (N2,))
+
+
+def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
+    saved: list[Saved] = []
+
+    def persist(state: Saved) -> None:
+        # A new configuration reaches the disk while the old one is still the visible one
+        # (saving the lease holder keeps the configuration as it is).
+        assert state.config.epoch > m.config.epoch or state.config == m.config
+        saved.append(state)
+
+    m = membership(persist=persist)
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=0)
+    m.register(N3, applied_seq=0, now=0)
+    m.caught_up(3, "n1", "n2")
+    m.register(N1, applied_seq=0, now=1)
+    m.remove("n3", "n3 left")
+    beat(m, N2, now=1.5)
+    m.expire(now=10)
+    m.register(N4, applied_seq=0, now=11)
+    assert any(state.lease_holder == "n2" for state in saved)
+    for before, after in zip(saved, saved[1:], strict=False):
+        assert after.config.epoch > before.config.epoch or after.config == before.config
+    assert saved[-1].config == m.config
+
+
+def test_failed_persist_leaves_the_configuration_unchanged():
+    def broken(state: Saved) -> None:
+        raise OSError("disk full")
+
+    m = chain_of(N1)
+    before = m.config
+    m.persist = broken
+    with pytest.raises(OSError):
+        m.register(N2, applied_seq=0, now=0)
+    assert m.config == before
+    assert m.config.find("n2") is None
+    assert beat(m, N2, now=0).unknown
+
+
+def test_statuses_report_roles_progress_and_heartbeat_age():
+    m = membership()
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=3, now=0)
+    m.heartbeat("n1", 2, applied_seq=10, committed_seq=9, subscribers=4, now=1.0)
+    statuses = {s.node.node_id: s for s in m.statuses(now=1.25)}
+    assert statuses["n1"].role == "head+tail"
+    assert (statuses["n1"].applied_seq, statuses["n1"].committed_seq) == (10, 9)
+    assert statuses["n1"].subscribers == 4
+    assert statuses["n1"].heartbeat_age_s == pytest.approx(0.25)
+    assert statuses["n2"].role == "learner"
+    assert statuses["n2"].applied_seq == 3
+
+
+# ---------------------------------------------------------------- leases
+
+
+def test_only_the_tail_gets_a_lease():
+    m = membership()
+    m.register(N1, applied_seq=0, now=0)
+    m.register(N2, applied_seq=0, now=0)
+    m.register(N3, applied_seq=0, now=0)
+    m.caught_up(3, "n1", "n2")
+    assert beat(m, N1, now=0.1).lease_s == 0  # head
+    assert beat(m, N3, now=0.1).lease_s == 0  # learner
+    assert beat(m, N4, now=0.1).lease_s == 0  # not a member
+    assert beat(m, N2, now=0.1).lease_s == LEASE  # tail
+
+
+def test_tail_keeps_its_lease_when_the_epoch_changes_around_it():
+    m = chain_of(N1)
+    assert beat(m, N1, now=0.0).lease_s == LEASE
+    m.register(N2, applied_seq=0, now=0.1)  # a learner joins: n1 stays the tail
+    assert beat(m, N1, now=0.2).lease_s == LEASE
+
+
+def test_new_tail_waits_until_the_old_tails_lease_has_run_out():
+    m = chain_of(N1)
+    leased_epoch = m.config.epoch
+    assert beat(m, N1, now=5.0).lease_s == LEASE
+    promote(m, N2, now=5.1)
+    assert beat(m, N1, now=5.2, epoch=leased_epoch).lease_s == 0  # no longer the tail
+    assert beat(m, N2, now=5.5).lease_s == 0
+    assert beat(m, N2, now=5.0 + LEASE - 0.01).lease_s == 0
+    assert beat(m, N2, now=5.0 + LEASE).lease_s == LEASE
+
+
+def test_new_tail_gets_a_lease_once_the_old_tail_confirmed_the_new_epoch():
+    m = chain_of(N1)
+    beat(m, N1, now=5.0)
+    promote(m, N2, now=5.1)
+    assert beat(m, N2, now=5.2).lease_s == 0
+    beat(m, N1, now=5.3, epoch=m.config.epoch)  # n1 now runs the new epoch
+    assert beat(m, N2, now=5.4).lease_s == LEASE
+
+
+def test_a_successful_push_counts_as_confirmation():
+    m = chain_of(N1)
+    leased_epoch = m.config.epoch
+    beat(m, N1, now=5.0)
+    promote(m, N2, now=5.1)
+    m.confirm("n1", leased_epoch)  # the epoch its lease is for: the lease may still run
+    assert beat(m, N2, now=5.2).lease_s == 0
+    m.confirm("n1", m.config.epoch)
+    assert beat(m, N2, now=5.2).lease_s == LEASE
+
+
+def test_confirming_an_epoch_it_was_still_tail_in_does_not_end_the_lease():
+    m = chain_of(N1)
+    beat(m, N1, now=5.0)
+    m.register(N2, applied_seq=0, now=5.1)  # n1 is still the tail and keeps its lease
+    beat(m, N1, now=5.2, epoch=m.config.epoch - 1)
+    stale_epoch = m.config.epoch
+    assert m.caught_up(stale_epoch, "n1", "n2")
+    m.confirm("n1", stale_epoch)  # a late push ack for the epoch n1 was still the tail in
+    assert beat(m, N2, now=5.3).lease_s == 0
+
+
+def test_removed_tail_blocks_the_next_tail_until_its_lease_ran_out():
+    m = chain_of(N1, N2)
+    assert beat(m, N2, now=5.0).lease_s == LEASE
+    m.remove("n2", "n2 unreachable")  # perhaps only cut off: it may still serve reads
+    assert beat(m, N1, now=5.5).lease_s == 0
+    assert beat(m, N1, now=6.0).lease_s == LEASE
+
+
+def test_every_tail_change_waits_for_the_last_lease_holder():
+    m = chain_of(N1)
+    beat(m, N1, now=5.0)
+    for node in (N2, N3):  # n1 -> n2 -> n3 before n2 ever got a lease
+        promote(m, node, now=5.1)
+        assert beat(m, node, now=5.2).lease_s == 0
+    beat(m, N2, now=5.3)  # n2 never held a lease: its confirmation ends nothing
+    assert beat(m, N3, now=5.4).lease_s == 0
+    assert beat(m, N3, now=6.0).lease_s == LEASE
+
+
+# ---------------------------------------------------------------- restart
+
+
+def test_restart_keeps_the_epoch_and_never_reissues_one():
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    after = membership(saved=disk.saves[-1], started=100.0)
+    assert after.config == m.config
+    after.register(N3, applied_seq=0, now=100.0)
+    assert after.config.epoch == m.config.epoch + 1
+
+
+def test_restart_treats_persisted_members_as_alive_for_a_failure_timeout():
+    disk = Disk()
+    chain_of(N1, N2, disk=disk)
+    after = membership(saved=disk.saves[-1], started=100.0)
+    assert not after.expire(now=100.0 + FAILURE_TIMEOUT)
+    beat(after, N1, now=101.0)
+    assert after.expire(now=100.0 + FAILURE_TIMEOUT + 0.1)
+    assert ids(after.config.chain) == ["n1"]
+
+
+def test_restart_keeps_leasing_to_the_tail_that_already_held_the_lease():
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    assert beat(m, N2, now=0.0).lease_s == LEASE
+    after = membership(saved=disk.saves[-1], started=100.0)
+    assert beat(after, N2, now=100.0).lease_s == LEASE
+
+
+def test_restart_withholds_leases_from_a_tail_not_yet_cleared():
+    disk = Disk()
+    m = chain_of(N1, disk=disk)
+    beat(m, N1, now=0.0)
+    promote(m, N2, now=0.1)  # n2 is the tail, but n1 may still hold a lease
+    after = membership(saved=disk.saves[-1], started=100.0)
+    # Whatever n1 was granted before the restart is unknown: wait out a full lease.
+    beat(after, N1, now=100.1)
+    assert beat(after, N2, now=100.1).lease_s == 0
+    assert beat(after, N2, now=100.0 + LEASE).lease_s == LEASE
+
+
+def test_tail_change_after_restart_waits_for_earlier_leases():
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    beat(m, N2, now=0.0)
+    after = membership(saved=disk.saves[-1], started=100.0)
+    after.remove("n2", "n2 left")
+    assert beat(after, N1, now=100.5).lease_s == 0
+    assert beat(after, N1, now=100.0 + LEASE).lease_s == LEASE
