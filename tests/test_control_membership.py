@@ -169,19 +169,21 @@ def test_learners_are_never_promoted_when_the_chain_dies():
     m.register(N2, applied_seq=0, now=0)
     assert m.remove("n1", "n1 left")
     assert m.config == ChainConfig(3, (), (N2,))
-    # A later registration restarts the chain.
+    # A newcomer cannot restart it: it lacks what n1 committed. n1 can.
     m.register(N3, applied_seq=0, now=1)
-    assert m.config == ChainConfig(4, (N3,), (N2,))
+    assert m.config == ChainConfig(4, (), (N2, N3))
+    m.register(N1, applied_seq=0, now=2)
+    assert m.config == ChainConfig(5, (N1,), (N2, N3))
 
 
-def test_learner_that_reregisters_into_an_empty_chain_becomes_the_chain():
+def test_learner_that_reregisters_into_an_empty_chain_waits_for_a_last_member():
     m = membership()
     m.register(N1, applied_seq=0, now=0)
     m.register(N2, applied_seq=0, now=0)
     m.register(N3, applied_seq=0, now=0)
     m.remove("n1", "n1 left")
     m.register(N3, applied_seq=0, now=1)
-    assert m.config == ChainConfig(5, (N3,), (N2,))
+    assert m.config == ChainConfig(5, (), (N2, N3))
 
 
 def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
@@ -370,3 +372,40 @@ def test_tail_change_after_restart_waits_for_earlier_leases():
     after.remove("n2", "n2 left")
     assert beat(after, N1, now=100.5).lease_s == 0
     assert beat(after, N1, now=100.0 + LEASE).lease_s == LEASE
+
+
+# --------------------------------------------------------------- total outage
+
+
+def test_after_a_total_outage_only_a_last_member_restarts_the_chain():
+    disk = Disk()
+    m = chain_of(N1, N2, N3, disk=disk)
+    m.remove("n3", "failed")  # n1, n2 go on committing without n3
+    m.expire(now=FAILURE_TIMEOUT + 1)  # then n1 and n2 fall silent together
+    assert m.config.chain == () and set(m.survivors) == {"n1", "n2"}
+
+    m.register(N3, applied_seq=0, now=10)  # stale: left before the last writes
+    assert m.config.chain == () and ids(m.config.learners) == ["n3"]
+    m.register(N2, applied_seq=0, now=11)  # a last member: holds every committed write
+    assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n3"]
+    assert m.survivors == ()
+    assert disk.saves[-1].survivors == ()
+
+
+def test_survivors_outlive_a_control_plane_restart():
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    m.expire(now=FAILURE_TIMEOUT + 1)
+    assert disk.saves[-1].survivors == ("n1", "n2")
+
+    restarted = membership(saved=disk.saves[-1], started=20)
+    restarted.register(N3, applied_seq=0, now=20)
+    assert restarted.config.chain == ()
+    restarted.register(N1, applied_seq=0, now=21)
+    assert ids(restarted.config.chain) == ["n1"]
+
+
+def test_a_sole_member_that_restarts_stays_the_chain():
+    m = chain_of(N1)
+    m.register(N1, applied_seq=0, now=1)
+    assert ids(m.config.chain) == ["n1"] and m.survivors == ()

@@ -56,3 +56,10 @@ def test_membership_restarted_from_the_store_never_reissues_an_epoch(tmp_path):
     store = Store(tmp_path)
     assert store.load().config == second.config
     store.close()
+
+
+def test_survivors_are_saved(tmp_path):
+    store = Store(tmp_path)
+    store.save(Saved(ChainConfig(9), lease_holder=None, survivors=("n1", "n2")))
+    store.close()
+    assert Store(tmp_path).load().survivors == ("n1", "n2")

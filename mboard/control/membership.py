@@ -60,10 +60,12 @@ class ChainConfig:
 
 @dataclass(frozen=True)
 class Saved:
-    """What survives a restart: the configuration and the node cleared to hold a lease."""
+    """What survives a restart: the configuration, the node cleared to hold a lease, and
+    (while the chain is empty) the nodes that were its last members."""
 
     config: ChainConfig
     lease_holder: str | None = None
+    survivors: tuple[str, ...] = ()
 
 
 # Called with the state to write; must raise if it could not be written.
@@ -123,6 +125,9 @@ class Membership:
     saved: Saved | None = None  # what a previous run persisted
     config: ChainConfig = field(init=False)
     lease_holder: str | None = field(init=False)
+    # While the chain is empty: its last members, who hold every committed write. Only one
+    # of them may start it again; anyone else would become a head that lacks those writes.
+    survivors: tuple[str, ...] = field(init=False)
     progress: dict[str, Progress] = field(init=False, default_factory=dict)
     _holder_grant: _Grant | None = field(init=False, default=None)
     # Leases granted before a restart are unknown; all of them end before this time.
@@ -132,6 +137,7 @@ class Membership:
         saved = self.saved or Saved(ChainConfig())
         self.config = saved.config
         self.lease_holder = saved.lease_holder
+        self.survivors = saved.survivors
         if self.saved is not None:
             self._restart_fence = self.started + self.lease
         # Persisted members count as alive at start: they get a full failure_timeout to
@@ -146,11 +152,15 @@ class Membership:
         chain = [n for n in self.config.chain if n.node_id != node.node_id]
         learners = [n for n in self.config.learners if n.node_id != node.node_id]
         known = self.config.find(node.node_id) is not None
-        if chain:
-            learners.append(node)
+        why = f"{node.node_id} {'restarted' if known else 'joined'}"
+        survivors = self.survivors
+        if not chain and (not survivors or node.node_id in survivors):
+            chain, survivors = [node], ()
         else:
-            chain = [node]
-        self._reconfigure(chain, learners, f"{node.node_id} {'restarted' if known else 'joined'}")
+            learners.append(node)
+            if not chain:
+                why += f"; the chain waits for one of {', '.join(survivors)}"
+        self._reconfigure(chain, learners, why, survivors)
         self.progress[node.node_id] = Progress(last_heartbeat=now, applied_seq=applied_seq)
         return True
 
@@ -193,12 +203,21 @@ class Membership:
             return False
         learner = config.learners[0]
         self._reconfigure(
-            [*config.chain, learner], list(config.learners[1:]), f"{learner_id} caught up"
+            [*config.chain, learner],
+            list(config.learners[1:]),
+            f"{learner_id} caught up",
+            self.survivors,
         )
         return True
 
     def remove(self, node_id: str, why: str) -> bool:
         return self._remove({node_id}, why)
+
+    def excuse(self, seconds: float, now: float) -> None:
+        """We could hear nobody for ``seconds`` (this process was stalled): that silence
+        counts against no member, or every member would be removed at once."""
+        for progress in self.progress.values():
+            progress.last_heartbeat = min(progress.last_heartbeat + seconds, now)
 
     def expire(self, now: float) -> bool:
         """Remove every member that has not sent a heartbeat for failure_timeout."""
@@ -239,17 +258,23 @@ class Membership:
         chain = [n for n in self.config.chain if n.node_id not in node_ids]
         learners = [n for n in self.config.learners if n.node_id not in node_ids]
         # With the chain gone, learners stay learners: one that is behind would lose
-        # acknowledged writes if it became the chain. A later Register restarts the chain.
-        self._reconfigure(chain, learners, why)
+        # acknowledged writes if it became the chain. One of the last members restarts it.
+        survivors = self.survivors
+        if self.config.chain and not chain:
+            survivors = tuple(n.node_id for n in self.config.chain)
+        self._reconfigure(chain, learners, why, survivors)
         for node_id in node_ids:
             del self.progress[node_id]
         return True
 
-    def _reconfigure(self, chain: list[Node], learners: list[Node], why: str) -> None:
+    def _reconfigure(
+        self, chain: list[Node], learners: list[Node], why: str, survivors: tuple[str, ...]
+    ) -> None:
         old = self.config
         new = ChainConfig(old.epoch + 1, tuple(chain), tuple(learners))
-        self.persist(Saved(new, self.lease_holder))
+        self.persist(Saved(new, self.lease_holder, survivors))
         self.config = new
+        self.survivors = survivors
         log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
 
     def _grant_lease(self, node_id: str, now: float) -> float:
@@ -261,7 +286,7 @@ class Membership:
                 return 0.0
             # Written before the first grant: after a restart, the holder may keep its
             # lease at once, everyone else waits until any earlier lease has run out.
-            self.persist(Saved(self.config, node_id))
+            self.persist(Saved(self.config, node_id, self.survivors))
             self.lease_holder = node_id
         self._holder_grant = _Grant(at=now)
         return self.lease

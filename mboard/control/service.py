@@ -8,6 +8,7 @@ configuration to the nodes and watches for silent members.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -85,10 +86,19 @@ class Controller:
     async def watch_failures(self) -> None:
         """Remove members that stopped sending heartbeats; runs until cancelled."""
         period = self.config.heartbeat_interval / 4
+        last_check = self.clock()
         while True:
             await asyncio.sleep(period)
+            now = self.clock()
+            # Woken this late, we were stalled ourselves (starved of CPU, stopped): the
+            # heartbeats sent meanwhile are still queued, unread.
+            stalled = now - last_check - period
+            last_check = now
             try:
-                self.change(lambda: self.membership.expire(self.clock()))
+                if stalled > self.config.heartbeat_interval:
+                    log.warning("the control plane was stalled for %.1f s", stalled)
+                    self.membership.excuse(stalled, now)
+                self.change(functools.partial(self.membership.expire, now))
             except Exception:
                 log.exception("checking for failed nodes")
 

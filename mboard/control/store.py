@@ -37,7 +37,7 @@ class Store:
 
     def load(self) -> Saved | None:
         """The state saved last, or None for a new control plane."""
-        values = self._read("epoch", "chain", "learners", "lease_holder")
+        values = self._read("epoch", "chain", "learners", "lease_holder", "survivors")
         if "epoch" not in values:
             return None
         config = ChainConfig(
@@ -45,7 +45,8 @@ class Store:
             chain=_nodes(values["chain"]),
             learners=_nodes(values["learners"]),
         )
-        return Saved(config, values.get("lease_holder") or None)
+        survivors = tuple(json.loads(values.get("survivors") or "[]"))
+        return Saved(config, values.get("lease_holder") or None, survivors)
 
     def save(self, saved: Saved) -> None:
         """Write ``saved`` durably (one transaction, fsync'd) or raise."""
@@ -56,6 +57,7 @@ class Store:
                 "chain": _json(config.chain),
                 "learners": _json(config.learners),
                 "lease_holder": saved.lease_holder or "",
+                "survivors": json.dumps(saved.survivors),
             }
         )
 
