@@ -1,0 +1,427 @@
+"""Crash, pause or restart any process of a real cluster under a concurrent write load:
+nothing acknowledged is lost or applied twice, no stale read is served, and every node that
+comes back converges to the same board.
+
+Each test runs real processes (``cluster`` fixture) and a ``WriteLoad`` through the client
+library. The write stall around each SIGKILL is measured and printed (see it with
+``pytest -rP``); it is never asserted tightly. ``MBOARD_FAILOVER_TIMINGS=default`` runs the
+tests with the control plane's default timings instead of the fast test timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+
+import grpc
+import pytest
+from harness import CONTROL_DEFAULTS, WAIT_TIMEOUT, Cluster
+from load import WriteLoad, read_all_messages
+
+from mboard.api import cluster_pb2
+from mboard.api import razpravljalnica_pb2 as pb
+from mboard.client import Client
+from mboard.config import ControlConfig
+
+pytestmark = pytest.mark.timeout(240)
+
+NODES = ["n1", "n2", "n3"]
+DEFAULT_TIMINGS = {
+    key: getattr(ControlConfig(), key) for key in ("heartbeat_interval", "failure_timeout", "lease")
+}
+# Writes acknowledged before a failure, and again after it (started after the change).
+WARM_UP_ACKS = 100
+RESUMED_ACKS = 50
+# Far above the expected stall (about failure_timeout), far below "writes never resume".
+MAX_STALL_S = 15.0
+# Answers to calls made while a process is frozen arrive once it runs again.
+FROZEN_CALL_TIMEOUT = 30.0
+# Writes a restarted node misses, so that catching up takes a moment.
+CATCH_UP_BACKLOG = 3000
+
+
+def timings() -> dict:
+    """The control plane's timings for this run: the harness's fast ones unless asked."""
+    return dict(DEFAULT_TIMINGS) if os.environ.get("MBOARD_FAILOVER_TIMINGS") == "default" else {}
+
+
+def timing(key: str) -> float:
+    return {**CONTROL_DEFAULTS, **timings()}[key]
+
+
+def start_chain(cluster: Cluster, names: list[str] = NODES, **control) -> tuple[int, int]:
+    """Start a control plane and ``names`` as one chain; return (user id, topic id)."""
+    cluster.start_control(**{**timings(), **control})
+    for name in names:
+        cluster.start_node(name)
+    cluster.wait_chain(names)
+    return asyncio.run(_create_user_and_topic(cluster.control_address))
+
+
+async def _create_user_and_topic(control: str) -> tuple[int, int]:
+    async with Client(control, timeout=WAIT_TIMEOUT) as client:
+        user = await client.create_user("writer")
+        topic = await client.create_topic("failures")
+    return user.id, topic.id
+
+
+def write_load(cluster: Cluster, user_id: int, topic_id: int, **options) -> WriteLoad:
+    return WriteLoad(cluster.control_address, topic_id, user_id, **options)
+
+
+def wait_acks(
+    cluster: Cluster, load: WriteLoad, since: float, what: str, count: int = RESUMED_ACKS
+) -> None:
+    """Wait until ``count`` writes started at or after ``since`` were acknowledged."""
+    cluster.wait_for(
+        lambda: load.acked_since(since) >= count,
+        what=lambda: f"{count} writes acknowledged {what} (got {load.acked_since(since)})",
+    )
+
+
+def warm_up(cluster: Cluster, load: WriteLoad) -> None:
+    cluster.wait_for(
+        lambda: load.ack_count() >= WARM_UP_ACKS, what=f"{WARM_UP_ACKS} writes before the fault"
+    )
+
+
+def wait_converged(cluster: Cluster, names: list[str]) -> list[cluster_pb2.NodeStatus]:
+    """Wait until ``names`` hold the same board (digest) at the same, fully committed seq."""
+    seen: list[cluster_pb2.NodeStatus] = []
+
+    def converged() -> list[cluster_pb2.NodeStatus] | None:
+        seen[:] = [cluster.node_status(name) for name in names]
+        same = len({(s.applied_seq, s.digest) for s in seen}) == 1
+        committed = all(s.committed_seq == s.applied_seq for s in seen)
+        return list(seen) if same and committed else None
+
+    def describe() -> str:
+        rows = [f"{s.node_id}: {s.role} applied={s.applied_seq} committed={s.committed_seq} "
+                f"digest={s.digest[:12]}" for s in seen]  # fmt: skip
+        return f"{names} to converge; last seen: {rows}"
+
+    return cluster.wait_for(converged, what=describe)
+
+
+def tail_messages(cluster: Cluster, topic_id: int) -> list[pb.Message]:
+    """The topic's full content, read page by page at the current tail."""
+
+    def read() -> list[pb.Message]:
+        tail = cluster.cluster_state().tail.node_id
+        return read_all_messages(cluster.board(tail), topic_id)
+
+    return cluster.wait_for(read, what=f"reading topic {topic_id} at the tail")
+
+
+def read_if_fresh(cluster: Cluster, name: str, topic_id: int, load: WriteLoad) -> bool:
+    """Read at ``name``: True if served, False if refused with FAILED_PRECONDITION.
+
+    A served read must show the write acknowledged last before the read began
+    (linearizable reads: no stale read, ever).
+    """
+    latest = load.latest_ack()
+    assert latest is not None, "no acknowledged write to look for"
+    request = pb.GetMessagesRequest(topic_id=topic_id, from_message_id=latest.message.id, limit=1)
+    try:
+        reply = cluster.board(name).GetMessages(request, timeout=5)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return False
+        raise
+    shown = [(m.id, m.text) for m in reply.messages]
+    assert shown == [(latest.message.id, latest.request.text)], (
+        f"stale read at {name}: acknowledged message {latest.message.id} "
+        f"({latest.request.text!r}) is missing, the read showed {shown}"
+    )
+    return True
+
+
+def serves_reads(cluster: Cluster, name: str) -> bool:
+    return cluster.node_status(name, with_digest=False).serving_reads
+
+
+def finish(cluster: Cluster, load: WriteLoad, topic_id: int, names: list[str]) -> None:
+    """After the load stopped: every write was acknowledged in time, the nodes converge and
+    the tail holds every acknowledged write exactly once."""
+    assert not load.failures, f"writes not acknowledged: {load.failures[:5]}"
+    wait_converged(cluster, names)
+    load.verify(tail_messages(cluster, topic_id))
+
+
+def report_stall(what: str, load: WriteLoad, fault_at: float, resumed_at: float) -> float:
+    stall = load.longest_gap(fault_at, resumed_at)
+    timing = "default" if timings() else "test"
+    print(f"write stall after {what} ({timing} timings): {stall * 1000:.0f} ms")
+    return stall
+
+
+def assert_membership_kept(
+    cluster: Cluster, before: pb.GetClusterStateResponse, control_back_at: float
+) -> None:
+    """Once the control plane is back (restarted or resumed at ``control_back_at``), every
+    member heartbeats in within a failure timeout: same epoch, same chain, nobody removed."""
+    failure_timeout = timing("failure_timeout")
+    chain = list(before.chain)
+
+    def heard_from_every_member() -> bool:
+        ages = {m.node.node_id: m.heartbeat_age_s for m in cluster.control_status().members}
+        fresh = all(ages.get(n.node_id, failure_timeout) < failure_timeout / 2 for n in chain)
+        return time.monotonic() > control_back_at + failure_timeout and fresh
+
+    cluster.wait_for(heard_from_every_member, what="heartbeats from every member")
+    after = cluster.cluster_state()
+    assert (after.epoch, list(after.chain)) == (before.epoch, chain), cluster.logs()
+
+
+# ------------------------------------------------------------------------ crashes
+
+
+@pytest.mark.parametrize("victim", ["n1", "n2", "n3"], ids=["head", "middle", "tail"])
+def test_sigkill_loses_no_acknowledged_write_and_the_node_rejoins(cluster, victim):
+    user_id, topic_id = start_chain(cluster)
+    survivors = [name for name in NODES if name != victim]
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        killed_at = time.monotonic()
+        cluster.kill(victim)
+        cluster.wait_chain(survivors)
+        reconfigured_at = time.monotonic()
+        wait_acks(cluster, load, reconfigured_at, f"after {victim} was removed")
+        stall = report_stall(f"SIGKILL of {victim}", load, killed_at, time.monotonic())
+        assert stall < MAX_STALL_S
+
+        cluster.restart(victim)
+        cluster.wait_chain([*survivors, victim])
+        wait_acks(cluster, load, time.monotonic(), f"after {victim} rejoined")
+    finish(cluster, load, topic_id, NODES)
+
+
+def test_node_killed_while_catching_up_rejoins_later(cluster):
+    user_id, topic_id = start_chain(cluster)
+    with write_load(cluster, user_id, topic_id, pause=0.0) as load:
+        warm_up(cluster, load)
+        cluster.kill("n3")
+        cluster.wait_chain(["n1", "n2"])
+        kill_while_learning(cluster, "n3", load)
+        cluster.restart("n3")
+        cluster.wait_chain(NODES)
+        wait_acks(cluster, load, time.monotonic(), "after n3 rejoined")
+    finish(cluster, load, topic_id, NODES)
+
+
+def kill_while_learning(cluster: Cluster, name: str, load: WriteLoad, attempts: int = 3) -> None:
+    """Restart the removed node ``name`` behind a backlog of writes and SIGKILL it while the
+    control plane lists it as a learner (catching up).
+
+    Catching up a few thousand entries takes a fraction of a second: a look that comes too
+    late (it is in the chain already) kills it anyway and tries again with a new backlog.
+    """
+    for _ in range(attempts):
+        backlog_from = load.ack_count()
+        cluster.wait_for(
+            lambda n=backlog_from: load.ack_count() >= n + CATCH_UP_BACKLOG,
+            what=f"a backlog of {CATCH_UP_BACKLOG} writes",
+        )
+        cluster.restart(name, wait=False)
+
+        def stage() -> str | None:
+            config = cluster.control_status().config
+            if name in [n.node_id for n in config.learners]:
+                return "learner"
+            return "chain" if name in [n.node_id for n in config.chain] else None
+
+        seen = cluster.wait_for(stage, what=f"{name} to rejoin")
+        cluster.kill(name)
+        cluster.wait_for(lambda: stage() is None, what=f"{name} to be removed")
+        if seen == "learner":
+            return
+    pytest.fail(f"{name} caught up unseen {attempts} times")
+
+
+def test_last_node_standing_serves_reads_and_writes(cluster):
+    user_id, topic_id = start_chain(cluster)
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.kill("n1")
+        cluster.kill("n3")
+        cluster.wait_chain(["n2"])
+        wait_acks(cluster, load, time.monotonic(), "by n2 alone")
+        cluster.wait_for(lambda: read_if_fresh(cluster, "n2", topic_id, load), what="reads at n2")
+    finish(cluster, load, topic_id, ["n2"])
+
+
+def test_total_outage_loses_nothing_when_a_stale_node_restarts_first(cluster):
+    user_id, topic_id = start_chain(cluster)
+    cluster.kill("n3")
+    cluster.wait_chain(["n1", "n2"])
+    load = write_load(cluster, user_id, topic_id, max_writes=200).start()
+    load.join()  # n3 misses all of these
+    assert load.ack_count() > 0
+    cluster.kill("n1")
+    cluster.kill("n2")
+    failure_timeout = timing("failure_timeout")
+
+    def given_up_on_the_chain() -> bool:
+        members = cluster.control_status().members
+        return all(m.node.node_id == "n3" or m.heartbeat_age_s > failure_timeout for m in members)
+
+    cluster.wait_for(given_up_on_the_chain, what="the control plane to see n1 and n2 fail")
+    cluster.restart("n3")
+    cluster.wait_for(lambda: cluster.node_status("n3", False).epoch > 0, what="n3 to register")
+    assert "n3" not in cluster.chain(), "a node that missed acknowledged writes became the chain"
+    cluster.restart("n1")
+    cluster.restart("n2")
+    cluster.wait_for(lambda: sorted(cluster.chain()) == NODES, what="all three in the chain")
+    # Every acknowledged post is one log entry after the user and the topic.
+    head = cluster.chain()[0]
+    assert cluster.node_status(head, False).applied_seq >= 2 + load.ack_count(), "writes lost"
+    finish(cluster, load, topic_id, NODES)
+
+
+# ------------------------------------------------------------------------- pauses
+
+
+@pytest.mark.parametrize("victim", ["n2", "n3"], ids=["middle", "tail"])
+def test_paused_node_serves_nothing_until_it_has_rejoined(cluster, victim):
+    user_id, topic_id = start_chain(cluster)
+    survivors = [name for name in NODES if name != victim]
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.pause(victim)
+        cluster.wait_chain(survivors)
+        wait_acks(cluster, load, time.monotonic(), f"while the removed {victim} is frozen")
+
+        # Asked while the victim is frozen, answered as soon as it runs: before it can have
+        # heard that it was removed (a frozen tail still believes it is the tail).
+        status = cluster.node_stub(victim).Status.future(
+            cluster_pb2.StatusRequest(), timeout=FROZEN_CALL_TIMEOUT
+        )
+        read = cluster.board(victim).GetMessages.future(
+            pb.GetMessagesRequest(topic_id=topic_id), timeout=FROZEN_CALL_TIMEOUT
+        )
+        write = cluster.board(victim).PostMessage.future(
+            pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="frozen"),
+            timeout=FROZEN_CALL_TIMEOUT,
+        )
+        cluster.resume(victim)
+        assert not status.result().serving_reads
+        assert read.exception() is not None, f"the removed {victim} served a read"
+        assert read.exception().code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert write.exception() is not None, f"the removed {victim} accepted a write"
+        assert write.exception().code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        def rejoined_as_serving_tail() -> bool:
+            serving = read_if_fresh(cluster, victim, topic_id, load)
+            role = cluster.node_status(victim, with_digest=False).role
+            assert not serving or role == "tail", f"{victim} served a read as {role}"
+            return serving and cluster.chain() == [*survivors, victim]
+
+        cluster.wait_for(rejoined_as_serving_tail, what=f"{victim} to rejoin and serve reads")
+        wait_acks(cluster, load, time.monotonic(), f"after {victim} rejoined")
+    finish(cluster, load, topic_id, NODES)
+    assert "frozen" not in {m.text for m in tail_messages(cluster, topic_id)}
+
+
+def test_paused_head_acknowledges_nothing_after_waking_and_is_truncated(cluster):
+    user_id, topic_id = start_chain(cluster)
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.pause("n1")
+        cluster.wait_chain(["n2", "n3"])
+        # Clients time out on the frozen head and move to the new one. Many commits there
+        # queue many acks on n2's end of its old stream from n1, which n1 reads when it wakes.
+        wait_acks(cluster, load, time.monotonic(), "by the new head n2", count=400)
+
+        # n1 takes this write as soon as it runs again, still believing it is the head: it
+        # must never acknowledge it, since the chain moved on without n1.
+        stale = cluster.board("n1").PostMessage.future(
+            pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="stale-head"),
+            timeout=FROZEN_CALL_TIMEOUT,
+            metadata=(("x-request-id", str(uuid.uuid4())),),
+        )
+        cluster.resume("n1")
+        error = stale.exception()
+        assert error is not None, f"the former head acknowledged a lost write: {stale.result()}"
+        assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION)
+
+        cluster.wait_chain(["n2", "n3", "n1"])
+        wait_acks(cluster, load, time.monotonic(), "after n1 rejoined")
+    # Convergence includes n1: whatever it took while it believed it was the head is gone.
+    finish(cluster, load, topic_id, NODES)
+    assert "stale-head" not in {m.text for m in tail_messages(cluster, topic_id)}
+
+
+# ------------------------------------------------------------------ control plane
+
+
+def test_chain_keeps_writing_without_the_control_plane_and_reads_stop_safely(cluster):
+    user_id, topic_id = start_chain(cluster)
+    before = cluster.cluster_state()
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.kill("control")
+        killed_at = time.monotonic()
+        wait_acks(cluster, load, killed_at, "on the unchanged chain without control")
+        # The tail serves reads only while they are fresh, and stops once its lease ran out.
+        cluster.wait_for(
+            lambda: not read_if_fresh(cluster, "n3", topic_id, load),
+            what="the tail to stop serving reads without a lease",
+        )
+        # Down for several failure timeouts: the nodes retry all along, and must reach the
+        # restarted control plane within a failure timeout (or it removes them all).
+        cluster.wait_for(
+            lambda: (
+                time.monotonic() > killed_at + 4 * timing("failure_timeout")
+                and load.acked_since(killed_at) >= 2 * RESUMED_ACKS
+            ),
+            what="writes while the control plane is down",
+        )
+        assert not serves_reads(cluster, "n3")
+
+        cluster.restart("control")
+        assert_membership_kept(cluster, before, time.monotonic())
+        cluster.wait_for(
+            lambda: read_if_fresh(cluster, "n3", topic_id, load),
+            what="reads at the tail once the restarted control plane grants a lease",
+        )
+        # The restarted control plane relearned the members: it still handles a failure.
+        cluster.kill("n2")
+        cluster.wait_chain(["n1", "n3"])
+        assert cluster.cluster_state().epoch > before.epoch
+        wait_acks(cluster, load, time.monotonic(), "after n2 failed")
+    finish(cluster, load, topic_id, ["n1", "n3"])
+
+
+def test_frozen_control_plane_blames_no_member_for_its_own_silence(cluster):
+    user_id, topic_id = start_chain(cluster)
+    before = cluster.cluster_state()
+    failure_timeout = timing("failure_timeout")
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.pause("control")
+        paused_at = time.monotonic()
+        # Frozen well past the failure timeout (a starved or stopped process), while the
+        # chain goes on committing writes without it.
+        cluster.wait_for(
+            lambda: (
+                time.monotonic() > paused_at + 2 * failure_timeout
+                and load.acked_since(paused_at) >= RESUMED_ACKS
+            ),
+            what="writes while the control plane is frozen",
+        )
+        cluster.resume("control")
+        assert_membership_kept(cluster, before, time.monotonic())
+    finish(cluster, load, topic_id, NODES)
+
+
+def test_default_timings_do_not_flap_under_load(cluster):
+    user_id, topic_id = start_chain(cluster, **DEFAULT_TIMINGS)
+    before = cluster.cluster_state()
+    load = write_load(cluster, user_id, topic_id, max_seconds=10.0).start()
+    load.join()
+    after = cluster.cluster_state()
+    assert load.ack_count() > 0
+    assert (after.epoch, list(after.chain)) == (before.epoch, list(before.chain)), cluster.logs()
+    finish(cluster, load, topic_id, NODES)
