@@ -76,9 +76,10 @@ def test_members_restarting_in_any_order_rebuild_the_chain(cluster):
     cluster.wait_chain(["n1", "n2", "n3"])
     for name in ("n1", "n2", "n3"):
         cluster.kill(name)
-    # n3 and n1 queue as learners (n3 -> n1) before n2 restarts as the chain's only member.
+    # Who becomes head depends on how fast the deaths are noticed (a neighbour's report or
+    # the timeout); what matters is that every member gets back into one chain.
     for name in ("n3", "n1", "n2"):
         cluster.restart(name)
         cluster.wait_for(lambda n=name: cluster.node_status(n, False).epoch > 0, what=name)
     cluster.wait_for(lambda: len(cluster.chain()) == 3, timeout=10, what="all three in the chain")
-    assert cluster.chain() == ["n2", "n3", "n1"]
+    assert sorted(cluster.chain()) == ["n1", "n2", "n3"]

@@ -51,12 +51,14 @@ class NodeCore:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_report: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.stopping = False  # set on shutdown: broken links then mean nothing
 
     def start(self) -> None:
         self.storage.start(asyncio.get_running_loop())
         self.forwarder.start()
 
     async def stop(self) -> None:
+        self.stopping = True
         await self.forwarder.stop()
         for task in list(self._tasks):
             task.cancel()

@@ -254,6 +254,11 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
     finally:
         core.ack_events.discard(acks)
         pump.cancel()
+        # Our predecessor's stream broke: if it died, say so now rather than leave it to
+        # missed heartbeats (the failure timeout). A live one answers the control's probe.
+        predecessor = core.state.position.predecessor
+        if predecessor is not None and predecessor.node_id == sender and not core.stopping:
+            core.report_failure(sender)
 
 
 async def _pump_acks(core: NodeCore, context, sender: str, wanted: asyncio.Event) -> None:

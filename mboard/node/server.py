@@ -177,6 +177,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     await stop.wait()
 
     log.info("node %s stopping: leaving the chain", config.id)
+    core.stopping = True
     for task in tasks:
         task.cancel()
     await control.leave()

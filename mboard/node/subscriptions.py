@@ -137,6 +137,11 @@ class SubscriptionHub:
                 if topic_id in subscriber.topic_ids:
                     serialized = serialized or (entry.seq, event.SerializeToString())
                     subscriber.offer(serialized)
+        # An overflowed subscriber is cut off now, not when its stream next gets to run: a
+        # client that stopped reading leaves its stream stuck in a write for as long as it
+        # likes, and must not count as load meanwhile.
+        for subscriber in [s for s in self.subscribers if s.overflowed]:
+            self.remove(subscriber)
 
     def close_all(self, reason: str) -> None:
         """The node can no longer vouch for its events (it left the chain, or truncated)."""
@@ -174,8 +179,10 @@ class SubscriptionPlacer:
         await core.storage.read(lambda: core.board.require(request.user_id, topic_ids))
         if time.monotonic() - self._looked_at > LOAD_REFRESH:
             self._looked_at = time.monotonic()
-            self._reported = await core.control.subscriber_counts()
+            # Cleared before asking: what is placed while the answer is on its way is not
+            # in it.
             self._placed.clear()
+            self._reported = await core.control.subscriber_counts()
         chain = list(core.state.config.chain)
         head_id = chain[0].node_id
 
@@ -204,6 +211,9 @@ async def stream(
     """Replay, then live committed events, strictly increasing in seq."""
     topic_ids = list(request.topic_id)
     _check_request_ids(request.user_id, topic_ids)
+    for field in ("from_message_id", "from_sequence"):
+        if getattr(request, field) < 0:
+            raise invalid(f"{field} must be >= 0, got {getattr(request, field)}")
     reason = refuse_token(
         core.control.cluster_secret, request.subscribe_token, request.user_id, topic_ids,
         core.node_id, time.time(),
@@ -225,6 +235,10 @@ async def stream(
         replay_seq, replay = await core.storage.read(read)
         # What this node read may not be committed yet (it is not the tail): wait for it.
         await core.wait_committed(replay_seq)
+        if subscriber.closed_reason:
+            # Closed meanwhile (it truncated, or left the chain): the replay may hold entries
+            # the chain never committed, and the seqs waited for may now be other entries.
+            raise BoardError(grpc.StatusCode.UNAVAILABLE, subscriber.closed_reason)
         for event in replay:
             yield event
         last_seq = max(replay_seq, request.from_sequence)
