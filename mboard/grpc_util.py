@@ -53,7 +53,7 @@ def channel(address: str) -> grpc.aio.Channel:
 def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):
     """Serve grpc.health.v1 and server reflection, so standard gRPC tools work.
 
-    Returns the health servicer; its overall status ("") starts NOT_SERVING.
+    Returns the health servicer; its overall status ("") starts SERVING: set it.
     """
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection

@@ -61,3 +61,28 @@ def test_node_metrics_move_under_load(cluster):
     assert after["mboard_commit_latency_seconds_count"] >= 52
     assert after["mboard_applied_seq"] == after["mboard_committed_seq"] >= 52
     assert after["mboard_epoch"] >= 1 and after["mboard_reconfigurations_total"] >= 1
+
+
+def test_control_plane_metrics_count_reconfigurations_and_misses(cluster):
+    metrics_address = f"127.0.0.1:{free_port()}"
+    cluster.start_control(**{"metrics": {"listen": metrics_address}})
+    cluster.start_node("n1")
+    cluster.start_node("n2")
+    cluster.wait_chain(["n1", "n2"])
+    joined = scrape(metrics_address)
+    assert joined["mboard_epoch"] >= 3  # n1 joined; n2 joined, then was promoted
+    assert joined["mboard_reconfigurations_total"] >= 3
+
+    cluster.pause("n2")  # silent past the failure timeout: removed for missing heartbeats
+    try:
+        cluster.wait_chain(["n1"])
+        cluster.wait_for(
+            lambda: scrape(metrics_address)["mboard_heartbeat_misses_total"] >= 1,
+            what="a heartbeat miss counted",
+        )
+    finally:
+        cluster.resume("n2")
+    assert (
+        scrape(metrics_address)["mboard_reconfigurations_total"]
+        > joined["mboard_reconfigurations_total"]
+    )

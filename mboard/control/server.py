@@ -9,7 +9,7 @@ import signal
 
 from grpc_health.v1 import health_pb2
 
-from mboard import grpc_util
+from mboard import grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -41,6 +41,7 @@ async def _serve(config: ControlConfig) -> None:
         pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller), server)
         health_servicer = grpc_util.add_health_and_reflection(server, SERVICES)
         grpc_util.bind(server, config.listen, "control plane")
+        metrics.serve(config.metrics.listen, controller.gauges())
         await server.start()
         for name in ["", *SERVICES]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

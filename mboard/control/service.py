@@ -16,7 +16,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import empty_pb2
 
-from mboard import grpc_util
+from mboard import grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -67,9 +67,28 @@ class Controller:
         if not change():
             return
         new = self.membership.config
+        metrics.RECONFIGURATIONS.inc()
         kept = {n.node_id for n in new.members()}
         gone = [n for n in old.members() if n.node_id not in kept]
         self.pushers.push(config_proto(new), new.members(), gone)
+
+    def gauges(self) -> dict:
+        """Live values for the Prometheus gauges, from what the heartbeats report."""
+
+        def lag() -> int:
+            chain = self.membership.config.chain
+            progress = self.membership.progress
+            if not chain or chain[0].node_id not in progress or chain[-1].node_id not in progress:
+                return 0
+            return progress[chain[0].node_id].applied_seq - progress[chain[-1].node_id].applied_seq
+
+        return {
+            metrics.EPOCH: lambda: self.membership.config.epoch,
+            metrics.SUBSCRIBERS: lambda: sum(
+                p.subscribers for p in self.membership.progress.values()
+            ),
+            metrics.REPLICATION_LAG: lag,
+        }
 
     async def probe(self, address: str) -> bool:
         """Whether the node at ``address`` answers Node.Status."""
@@ -98,7 +117,9 @@ class Controller:
                 if stalled > self.config.heartbeat_interval:
                     log.warning("the control plane was stalled for %.1f s", stalled)
                     self.membership.excuse(stalled, now)
+                members = self.membership.config.members()
                 self.change(functools.partial(self.membership.expire, now))
+                metrics.HEARTBEAT_MISSES.inc(len(members) - len(self.membership.config.members()))
             except Exception:
                 log.exception("checking for failed nodes")
 

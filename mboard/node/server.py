@@ -151,6 +151,14 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             cluster_pb2.DESCRIPTOR.services_by_name["Node"].full_name,
         ],
     )
+
+    async def update_health() -> None:
+        status = health_pb2.HealthCheckResponse
+        serving = core.state.position.in_chain
+        await health.set("", status.SERVING if serving else status.NOT_SERVING)
+
+    await update_health()  # grpc_health starts out SERVING; a node out of the chain is not
+    core.config_listeners.append(lambda: core.spawn(update_health()))
     grpc_util.bind(server, config.listen, f"node {config.id}")
     metrics.serve(config.metrics.listen, core.gauges())
     await server.start()
@@ -159,12 +167,6 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         config.id, config.listen, config.data_path, board.applied_seq,
     )  # fmt: skip
 
-    async def update_health() -> None:
-        status = health_pb2.HealthCheckResponse
-        serving = core.state.position.in_chain
-        await health.set("", status.SERVING if serving else status.NOT_SERVING)
-
-    core.config_listeners.append(lambda: core.spawn(update_health()))
     control = ControlLink(core, config)
     core.control = control
     tasks = [asyncio.create_task(control.run())]
