@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test proto lint build bench run-control run-node1 run-node2 run-node3 run-client clean
+.PHONY: up test proto lint build build-onedir bench run-control run-node1 run-node2 run-node3 run-client clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mboard tests
+
+# The frozen executables (build.spec): dist/mboard, one self-contained file; and
+# dist/mboard-onedir.tar.gz, a folder that starts faster (see README, "One binary").
+build: $(STAMP)
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --workpath build/onefile build.spec
+	@ls -l dist/mboard
+
+build-onedir: $(STAMP)
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --workpath build/onedir build.spec -- --onedir
+	tar -C dist -czf dist/mboard-onedir.tar.gz mboard-onedir
+	@ls -l dist/mboard-onedir.tar.gz
 
 bench: $(STAMP)
 	$(BIN)/mboard bench --baseline
