@@ -204,26 +204,20 @@ class Board:
         return Outcome(wait_seq=entry.seq, result=result_of(entry), entry=entry, blob=blob)
 
     def _resolve_create_user(self, request: pb.CreateUserRequest) -> cluster_pb2.Entry:
-        name = check_name("user", request.name)
-        if (
-            self._conn()
-            .execute("SELECT 1 FROM users WHERE name_key = ?", (name_key(name),))
-            .fetchone()
-        ):
-            raise BoardError(grpc.StatusCode.ALREADY_EXISTS, f"user name {name!r} is taken")
-        user = pb.User(id=self.next_user_id, name=name)
+        user = pb.User(id=self.next_user_id, name=self._new_name("user", request.name))
         return cluster_pb2.Entry(kind=Kind.CREATE_USER, user=user)
 
     def _resolve_create_topic(self, request: pb.CreateTopicRequest) -> cluster_pb2.Entry:
-        name = check_name("topic", request.name)
-        if (
-            self._conn()
-            .execute("SELECT 1 FROM topics WHERE name_key = ?", (name_key(name),))
-            .fetchone()
-        ):
-            raise BoardError(grpc.StatusCode.ALREADY_EXISTS, f"topic name {name!r} is taken")
-        topic = pb.Topic(id=self.next_topic_id, name=name)
+        topic = pb.Topic(id=self.next_topic_id, name=self._new_name("topic", request.name))
         return cluster_pb2.Entry(kind=Kind.CREATE_TOPIC, topic=topic)
+
+    def _new_name(self, what: str, name: str) -> str:
+        """The trimmed name for a new user or topic; ALREADY_EXISTS if one has it (any case)."""
+        name = check_name(what, name)
+        taken = f"SELECT 1 FROM {what}s WHERE name_key = ?"  # users / topics
+        if self._conn().execute(taken, (name_key(name),)).fetchone():
+            raise BoardError(grpc.StatusCode.ALREADY_EXISTS, f"{what} name {name!r} is taken")
+        return name
 
     def _resolve_post_message(self, request: pb.PostMessageRequest) -> cluster_pb2.Entry:
         check_id("topic_id", request.topic_id)
