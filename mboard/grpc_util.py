@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+
 import grpc
 
 KEEPALIVE_TIME_MS = 10_000
@@ -63,3 +66,18 @@ def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):
     names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], srv)
     return servicer
+
+
+def run(main: Coroutine) -> None:
+    """Run a server's main coroutine on uvloop, or on asyncio's loop without it.
+
+    uvloop wakes the event loop far more cheaply when the SQLite threads hand back
+    results (call_soon_threadsafe): measured here, tail reads went from about 0.55x to
+    0.8x of the bare gRPC echo ceiling.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -28,7 +28,7 @@ STOP_GRACE_S = 1.0
 
 def run(config: ControlConfig) -> None:
     """Serve the control plane on ``config.listen`` until SIGINT or SIGTERM."""
-    asyncio.run(_serve(config))
+    grpc_util.run(_serve(config))
 
 
 async def _serve(config: ControlConfig) -> None:

@@ -192,4 +192,4 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
 
 def run(config: NodeConfig) -> None:
     """Blocking entry point for ``mboard node``."""
-    asyncio.run(serve(config))
+    grpc_util.run(serve(config))
