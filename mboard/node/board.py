@@ -428,19 +428,12 @@ class Board:
         carries the seq of its own POST entry: ids grow with seqs, so the stream stays
         strictly increasing and a client can resume after any event with from_sequence.
         """
-        with self.storage.db.atomic():
-            applied_seq = self._applied_seq_now()
-            marks = ", ".join("?" * len(topic_ids))
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT id, topic_id, user_id, text, created_at_us, likes, post_seq "
-                    f"FROM messages WHERE topic_id IN ({marks}) AND id >= ? AND deleted = 0 "
-                    "ORDER BY id",
-                    (*topic_ids, from_message_id),
-                )
-                .fetchall()
-            )
+        marks = ", ".join("?" * len(topic_ids))
+        applied_seq, rows = self._rows_at_applied_seq(
+            "SELECT id, topic_id, user_id, text, created_at_us, likes, post_seq "
+            f"FROM messages WHERE topic_id IN ({marks}) AND id >= ? AND deleted = 0 ORDER BY id",
+            (*topic_ids, from_message_id),
+        )
         events = []
         for message_id, topic_id, user_id, text, created_at_us, likes, post_seq in rows:
             created_at = _timestamp(created_at_us)
@@ -457,22 +450,21 @@ class Board:
 
     def events_after(self, topic_ids: list[int], from_seq: int) -> tuple[int, list]:
         """(applied seq, events): every event for the topics after ``from_seq``, from the log."""
-        with self.storage.db.atomic():
-            applied_seq = self._applied_seq_now()
-            marks = ", ".join("?" * len(topic_ids))
-            rows = (
-                self._conn()
-                .execute(
-                    f"SELECT data FROM log WHERE seq > ? AND topic_id IN ({marks}) ORDER BY seq",
-                    (from_seq, *topic_ids),
-                )
-                .fetchall()
-            )
+        marks = ", ".join("?" * len(topic_ids))
+        applied_seq, rows = self._rows_at_applied_seq(
+            f"SELECT data FROM log WHERE seq > ? AND topic_id IN ({marks}) ORDER BY seq",
+            (from_seq, *topic_ids),
+        )
         events = (event_of(cluster_pb2.Entry.FromString(data)) for (data,) in rows)
         return applied_seq, [event for event in events if event is not None]
 
-    def _applied_seq_now(self) -> int:
-        return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+    def _rows_at_applied_seq(self, sql: str, params: tuple) -> tuple[int, list]:
+        """(applied seq, rows of ``sql``), read in one transaction: the rows are the board
+        exactly at that seq."""
+        with self.storage.db.atomic():
+            conn = self._conn()
+            applied_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+            return applied_seq, conn.execute(sql, params).fetchall()
 
     def log_blobs(self, from_seq: int, limit: int) -> list[bytes]:
         """Serialized entries with seq >= from_seq, ascending (catch-up and resends)."""
