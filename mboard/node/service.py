@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -33,17 +35,20 @@ class BoardService(pb_grpc.MessageBoardServicer):
         self.core = core
         self.placer = subscriptions.SubscriptionPlacer(core)
 
-    async def _write(self, kind: str, request, context):
+    async def _answer(self, call: Callable[[], Awaitable], context):
+        """Await ``call()``; a refusal becomes the call's status code and message."""
         try:
-            return await self.core.write(kind, request, request_id_of(context))
+            return await call()
         except BoardError as error:
             await context.abort(error.code, error.message)
 
+    async def _write(self, kind: str, request, context):
+        return await self._answer(
+            lambda: self.core.write(kind, request, request_id_of(context)), context
+        )
+
     async def _read(self, fn, context):
-        try:
-            return await self.core.read(fn)
-        except BoardError as error:
-            await context.abort(error.code, error.message)
+        return await self._answer(lambda: self.core.read(fn), context)
 
     async def CreateUser(self, request, context):
         return await self._write("create_user", request, context)
@@ -76,10 +81,7 @@ class BoardService(pb_grpc.MessageBoardServicer):
         return pb.GetMessagesResponse(messages=messages)
 
     async def GetSubscriptionNode(self, request, context):
-        try:
-            return await self.placer.place(request)
-        except BoardError as error:
-            await context.abort(error.code, error.message)
+        return await self._answer(lambda: self.placer.place(request), context)
 
     async def SubscribeTopic(self, request, context):
         try:
