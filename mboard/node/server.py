@@ -140,6 +140,9 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     board = Board(storage, config.max_text_length, config.page_max)
     core = NodeCore(config, storage, board)
     core.start()
+    # Before the server starts: handlers and reports reach the control plane through it.
+    control = ControlLink(core, config)
+    core.control = control
 
     server = grpc_util.server()
     add_board_service(server, core)
@@ -167,8 +170,6 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         config.id, config.listen, config.data_path, board.applied_seq,
     )  # fmt: skip
 
-    control = ControlLink(core, config)
-    core.control = control
     tasks = [asyncio.create_task(control.run())]
 
     if stop is None:
