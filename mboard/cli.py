@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from mboard import __version__, logs
+from mboard import __version__, grpc_util, logs
 from mboard.client import BoardError, Client, commands, shell
 from mboard.client import status as cluster_status
 from mboard.config import (
@@ -243,7 +243,7 @@ def client(
     except commands.UsageError as exc:
         raise CliError(str(exc), exit_code=2) from None
     try:
-        asyncio.run(_run_client_command(config, invocation, as_json))
+        grpc_util.run(_run_client_command(config, invocation, as_json))
     except BoardError as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:
@@ -266,7 +266,7 @@ def status(control: str | None, as_json: bool, watch: bool) -> None:
     """The cluster at a glance: every node's role, sequence numbers, lag and subscribers."""
     config = client_config(None, control, None)
     try:
-        asyncio.run(_watch_status(config, as_json, watch))
+        grpc_util.run(_watch_status(config, as_json, watch))
     except BoardError as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:
@@ -349,7 +349,7 @@ def bench(
         config.control, writers, readers, subscribers, duration, baseline, config.timeout
     )
     try:
-        figures = asyncio.run(benchmark.run(settings, benchmark.Progress()))
+        figures = grpc_util.run(benchmark.run(settings, benchmark.Progress()))
     except BoardError as exc:
         raise CliError(str(exc)) from None
     except (KeyboardInterrupt, benchmark.Interrupted):
