@@ -149,6 +149,15 @@ class RawStream:
         self.error: grpc.RpcError | None = None
         self.ended = threading.Event()
 
+    def headers_within(self, timeout: float) -> bool:
+        """Whether the stream's initial metadata arrived within ``timeout`` seconds."""
+        arrived = threading.Event()
+        waiter = threading.Thread(
+            target=lambda: (self._call.initial_metadata(), arrived.set()), daemon=True
+        )
+        waiter.start()  # ends by itself once the call does (close cancels it)
+        return arrived.wait(timeout)
+
     def read(self) -> RawStream:
         self._thread = threading.Thread(target=self._read, name="raw-subscription")
         self._thread.start()
@@ -442,6 +451,11 @@ def test_bad_tokens_and_requests_are_refused_and_stream_nothing(cluster: Cluster
             )
             assert stream.error is None, (what, stream.error)
             assert [e.message.text for e in stream.events] == ["Hello everyone!"], what
+        # A quiet topic: no event to send, yet the stream's headers say it is open.
+        quiet_grant = grant(cluster, 1, [2])
+        quiet_request = subscribe_request(quiet_grant, 1, [2])
+        quiet = opened.enter_context(RawStream(quiet_grant.node.address, quiet_request))
+        assert quiet.headers_within(RPC_TIMEOUT), "an accepted stream sends its headers"
         for what, stream in streams.items():
             _, _, code, reason = refused[what]
             assert stream.ended.wait(EVENTS_TIMEOUT), f"{what}: not refused"

@@ -85,7 +85,8 @@ class BoardService(pb_grpc.MessageBoardServicer):
 
     async def SubscribeTopic(self, request, context):
         try:
-            async for event in subscriptions.stream(self.core, request):
+            opened = lambda: context.send_initial_metadata(())  # noqa: E731
+            async for event in subscriptions.stream(self.core, request, opened):
                 yield event
         except BoardError as error:
             await context.abort(error.code, error.message)

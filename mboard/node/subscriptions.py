@@ -16,7 +16,7 @@ import hmac
 import json
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -206,9 +206,16 @@ class SubscriptionPlacer:
 
 
 async def stream(
-    core: NodeCore, request: pb.SubscribeTopicRequest
+    core: NodeCore,
+    request: pb.SubscribeTopicRequest,
+    opened: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[pb.MessageEvent]:
-    """Replay, then live committed events, strictly increasing in seq."""
+    """Replay, then live committed events, strictly increasing in seq.
+
+    ``opened()`` is awaited once the subscription is accepted, before any event: the
+    service sends the stream's headers then, so a client on a quiet topic can tell an
+    open stream from one still being checked.
+    """
     topic_ids = list(request.topic_id)
     _check_request_ids(request.user_id, topic_ids)
     for field in ("from_message_id", "from_sequence"):
@@ -239,6 +246,8 @@ async def stream(
             # Closed meanwhile (it truncated, or left the chain): the replay may hold entries
             # the chain never committed, and the seqs waited for may now be other entries.
             raise BoardError(grpc.StatusCode.UNAVAILABLE, subscriber.closed_reason)
+        if opened:
+            await opened()
         for event in replay:
             yield event
         last_seq = max(replay_seq, request.from_sequence)
