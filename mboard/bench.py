@@ -490,15 +490,8 @@ async def _serve_echo() -> None:
     await server.start()
     print(port, flush=True)
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    eof = asyncio.create_task(stdin.read())
-    eof.add_done_callback(lambda _: stop.set())
+    stop = grpc_util.stop_event(exit_with_parent=True)
     await stop.wait()
-    eof.cancel()
     await server.stop(grace=0.5)
 
 

@@ -105,6 +105,15 @@ def _serve(run: Callable[[], object]) -> None:
         sys.exit(130)
 
 
+def _exit_with_parent_option(command: Callable) -> Callable:
+    return click.option(
+        "--exit-with-parent",
+        is_flag=True,
+        hidden=True,  # for `mboard up`, which keeps our stdin open as a pipe
+        help="Also stop when stdin closes.",
+    )(command)
+
+
 def _log_options(command: Callable) -> Callable:
     command = click.option("--log-format", metavar="text|json", help="Log line format.")(command)
     return click.option(
@@ -123,12 +132,14 @@ def cli() -> None:
 @click.option("--listen", metavar="ADDR", help=f"Listen address [default {DEFAULT_CONTROL}].")
 @click.option("--data-dir", metavar="DIR", help="Where the control plane keeps its state.")
 @_log_options
+@_exit_with_parent_option
 def control(
     config_path: str | None,
     listen: str | None,
     data_dir: str | None,
     log_level: str | None,
     log_format: str | None,
+    exit_with_parent: bool,
 ) -> None:
     """Run the control plane."""
     overrides = {
@@ -141,7 +152,7 @@ def control(
     logs.setup(config.log.level, config.log.format)
     from mboard.control.server import run
 
-    _serve(functools.partial(run, config))
+    _serve(functools.partial(run, config, exit_with_parent))
 
 
 @cli.command()
@@ -155,6 +166,7 @@ def control(
 @click.option("--control", metavar="ADDR", help="Control plane address.")
 @click.option("--durability", metavar="full|normal", help="SQLite synchronous mode.")
 @_log_options
+@_exit_with_parent_option
 def node(
     config_path: str,
     node_id: str | None,
@@ -165,6 +177,7 @@ def node(
     durability: str | None,
     log_level: str | None,
     log_format: str | None,
+    exit_with_parent: bool,
 ) -> None:
     """Run a data node."""
     overrides = {
@@ -181,7 +194,7 @@ def node(
     logs.setup(config.log.level, config.log.format)
     from mboard.node.server import run
 
-    _serve(functools.partial(run, config))
+    _serve(functools.partial(run, config, exit_with_parent))
 
 
 @cli.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -69,6 +71,34 @@ def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):
     names = [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], srv)
     return servicer
+
+
+def stop_event(exit_with_parent: bool = False) -> asyncio.Event:
+    """An event set on SIGINT or SIGTERM and, with ``exit_with_parent``, when stdin closes.
+
+    A parent that keeps our stdin open as a pipe (``mboard up``, the bench's echo server)
+    takes us along when it ends, even by SIGKILL: the kernel closes its end of the pipe.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_with_parent:
+        task = loop.create_task(_set_when_stdin_closes(stop))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+    return stop
+
+
+_BACKGROUND: set[asyncio.Task] = set()  # keeps the stdin watchers from being collected
+
+
+async def _set_when_stdin_closes(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    await stdin.read()  # returns at EOF
+    stop.set()
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

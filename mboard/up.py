@@ -185,10 +185,11 @@ class _Cluster:
         log_path = self.logs / f"{name}.log"
         with log_path.open("ab") as log:
             # Own session: Ctrl+C in the terminal reaches only us, and we stop the children
-            # in order.
+            # in order. Their stdin is a pipe only we hold: if we die, even by SIGKILL, it
+            # closes and they stop too.
             popen = subprocess.Popen(
-                mboard_command(*args),
-                stdin=subprocess.DEVNULL,
+                mboard_command(*args, "--exit-with-parent"),
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 
 import pytest
 from google.protobuf import empty_pb2
-from harness import START_TIMEOUT, free_port, free_ports
+from harness import START_TIMEOUT, alive, descendants, free_port, free_ports
 
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.up import mboard_command
@@ -106,3 +108,24 @@ def test_up_restarts_after_everything_was_killed(cluster, tmp_path):
 
     start_up(cluster, tmp_path, nodes=3, name="second", ports=(control, base_port))
     assert cluster.stop("second") == 0
+
+
+def test_children_stop_when_up_is_killed(cluster, tmp_path):
+    """SIGKILL leaves `mboard up` no chance to stop its children: they notice it is gone
+    (their stdin pipe closes) and stop by themselves, freeing every port."""
+    control, base_port = start_up(cluster, tmp_path, nodes=3)
+    children = descendants(cluster.processes["up"].popen.pid)
+    assert len(children) == 4  # the control plane and three nodes
+    try:
+        cluster.kill("up")
+        ports = [port_of(control), *range(base_port, base_port + 3)]
+        cluster.wait_for(
+            lambda: not any(alive(pid) for pid in children),
+            START_TIMEOUT,
+            "the children of a killed `mboard up` to stop",
+        )
+        assert all(refuses_connections(port) for port in ports)
+    finally:
+        for pid in children:  # whatever the outcome, leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

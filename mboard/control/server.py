@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from grpc_health.v1 import health_pb2
 
@@ -26,13 +25,14 @@ SERVICES = [
 STOP_GRACE_S = 1.0
 
 
-def run(config: ControlConfig) -> None:
-    """Serve the control plane on ``config.listen`` until SIGINT or SIGTERM."""
-    grpc_util.run(_serve(config))
+def run(config: ControlConfig, exit_with_parent: bool = False) -> None:
+    """Serve the control plane on ``config.listen`` until SIGINT or SIGTERM (or, with
+    ``exit_with_parent``, until stdin closes)."""
+    grpc_util.run(_serve(config, exit_with_parent))
 
 
-async def _serve(config: ControlConfig) -> None:
-    stop = _stop_on_signals()
+async def _serve(config: ControlConfig, exit_with_parent: bool) -> None:
+    stop = grpc_util.stop_event(exit_with_parent)
     store = Store(config.data_dir)
     try:
         controller = Controller(config, store)
@@ -65,11 +65,3 @@ async def _serve(config: ControlConfig) -> None:
             await controller.close()
     finally:
         store.close()
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 
 import grpc
@@ -133,8 +132,11 @@ class ControlLink:
             log.debug("control call %s failed: %s", type(request).__name__, exc.code().name)
 
 
-async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
-    """Run a node until ``stop`` is set (or SIGINT/SIGTERM when it is None)."""
+async def serve(
+    config: NodeConfig, stop: asyncio.Event | None = None, exit_with_parent: bool = False
+) -> None:
+    """Run a node until ``stop`` is set (when None: until SIGINT or SIGTERM, or with
+    ``exit_with_parent`` until stdin closes)."""
     lock = lock_data_dir(config.data_path)
     storage = Storage(config.data_path / "board.db", config.durability)
     board = Board(storage, config.max_text_length, config.page_max)
@@ -173,10 +175,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     tasks = [asyncio.create_task(control.run())]
 
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = grpc_util.stop_event(exit_with_parent)
     await stop.wait()
 
     log.info("node %s stopping: leaving the chain", config.id)
@@ -191,6 +190,6 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     log.info("node %s stopped", config.id)
 
 
-def run(config: NodeConfig) -> None:
+def run(config: NodeConfig, exit_with_parent: bool = False) -> None:
     """Blocking entry point for ``mboard node``."""
-    grpc_util.run(serve(config))
+    grpc_util.run(serve(config, exit_with_parent=exit_with_parent))
