@@ -131,10 +131,24 @@ def test_control_command_applies_overrides(calls: list, tmp_path: Path) -> None:
     config.write_text("listen: 127.0.0.1:6000\nlog: {level: debug}\n")
     result = invoke("control", "--config", str(config), "--data-dir", "x", "--log-format", "json")
     assert result.exit_code == 0, result.stderr
-    (_, log_args, _), (name, (loaded,), _) = calls
+    (_, log_args, _), (name, (loaded, exit_with_parent), _) = calls
     assert log_args == ("debug", "json")
     assert name == "mboard.control.server"
     assert (loaded.listen, loaded.data_dir) == ("127.0.0.1:6000", "x")
+    assert exit_with_parent is False  # only `mboard up` asks for it
+
+
+@pytest.mark.parametrize("role", ["control", "node"])
+def test_servers_can_be_told_to_exit_with_their_parent(
+    calls: list, tmp_path: Path, role: str
+) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text("id: n1\nlisten: 127.0.0.1:6001\n")
+    needs = ["--config", str(config)] if role == "node" else []  # a node has no defaults
+    result = invoke(role, *needs, "--exit-with-parent")
+    assert result.exit_code == 0, result.stderr
+    name, (_, exit_with_parent), _ = calls[-1]
+    assert (name, exit_with_parent) == (f"mboard.{role}.server", True)
 
 
 def test_control_command_runs_without_a_config_file(calls: list) -> None:
@@ -150,7 +164,7 @@ def test_node_command_applies_overrides(calls: list, tmp_path: Path) -> None:
         "--durability", "normal",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    name, (loaded,), _ = calls[-1]
+    name, (loaded, _), _ = calls[-1]
     assert name == "mboard.node.server"
     assert (loaded.id, loaded.address, loaded.durability) == ("n9", "10.1.1.1:6001", "normal")
 
@@ -177,7 +191,7 @@ def test_up_command_passes_its_options(calls: list) -> None:
 def test_server_that_cannot_listen_is_one_line(
     calls: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def busy(config: object) -> None:
+    def busy(config: object, exit_with_parent: bool) -> None:
         raise OSError("control plane cannot listen on 127.0.0.1:50050: address in use")
 
     monkeypatch.setattr(sys.modules["mboard.control.server"], "run", busy)
