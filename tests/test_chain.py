@@ -217,6 +217,25 @@ def test_learner_acks_do_not_commit_but_report_caught_up():
     assert tail.learner_caught_up()
 
 
+def test_a_middle_acks_new_commit_points_and_a_learner_its_progress_too():
+    middle = ChainState("n2")
+    middle.adopt(config(1, ["n1", "n2", "n3"]))
+    middle.note_applied(5)
+    first = middle.ack_to_send(None)
+    assert (first.applied_seq, first.committed_seq) == (5, 0)
+    middle.note_applied(9)
+    assert middle.ack_to_send(first) is None  # applied alone: nothing the head uses
+    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=7, committed_seq=7))
+    assert middle.ack_to_send(first).committed_seq == 7
+
+    learner = ChainState("n4")
+    learner.adopt(config(2, ["n1", "n2", "n3"], ["n4"]))
+    learner.note_applied(5)
+    sent = learner.ack_to_send(None)
+    learner.note_applied(9)
+    assert learner.ack_to_send(sent).applied_seq == 9  # the tail watches it catch up
+
+
 # -------------------------------------------------------------------- reads
 
 

@@ -235,6 +235,20 @@ class ChainState:
         """What this node tells its predecessor."""
         return cluster_pb2.Ack(applied_seq=self.applied_seq, committed_seq=self.committed_seq)
 
+    def ack_to_send(self, last_sent: cluster_pb2.Ack | None) -> cluster_pb2.Ack | None:
+        """The ack worth sending now, or None if it would tell the predecessor nothing it uses.
+
+        The predecessor commits what we committed, so a new commit point always goes up.
+        Our applied seq alone matters only while we are a learner (the tail promotes us
+        when we caught up): a middle that skips those acks sends half as many.
+        """
+        ack = self.ack()
+        if last_sent is None or ack.committed_seq != last_sent.committed_seq:
+            return ack
+        if self.position.role == "learner" and ack.applied_seq != last_sent.applied_seq:
+            return ack
+        return None
+
     # --------------------------------------------------------------- reads
 
     def grant_lease(self, epoch: int, until: float) -> None:

@@ -262,7 +262,7 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
 
 
 async def _pump_acks(core: NodeCore, context, sender: str, wanted: asyncio.Event) -> None:
-    """Send the latest ack whenever something changed; many changes make one ack.
+    """Send the latest ack whenever it says something new; many changes make one ack.
 
     Only while ``sender`` is still our predecessor: after that our commit point is about
     another log (say, ours as the new head), and a former head that hears it would count
@@ -275,7 +275,7 @@ async def _pump_acks(core: NodeCore, context, sender: str, wanted: asyncio.Event
         predecessor = core.state.position.predecessor
         if predecessor is None or predecessor.node_id != sender:
             return  # the stream ends at the sender's next message
-        ack = core.state.ack()
-        if ack != last:
+        ack = core.state.ack_to_send(last)
+        if ack is not None:
             await context.write(cluster_pb2.ReplicateResponse(ack=ack))
             last = ack
