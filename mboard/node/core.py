@@ -88,7 +88,7 @@ class NodeCore:
         except BoardError as error:
             metrics.WRITES.labels(error.code.name).inc()
             raise
-        metrics.WRITES.labels("OK").inc()
+        metrics.WRITES_OK.inc()
         metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
         return outcome.result
 
