@@ -18,7 +18,7 @@ import grpc
 import pytest
 from harness import Cluster
 from load import Ack, WriteLoad
-from test_failures import finish, start_chain, tail_messages, wait_converged
+from scenario import finish, start_chain, tail_messages, wait_converged
 
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.node.chain import CAUGHT_UP_LAG

@@ -8,7 +8,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import Cluster
-from test_failures import finish, report_stall, start_chain, wait_acks, warm_up, write_load
+from scenario import finish, report_stall, start_chain, wait_acks, warm_up, write_load
 
 from mboard.api import razpravljalnica_pb2 as pb
 
