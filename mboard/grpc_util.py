@@ -73,6 +73,9 @@ def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):
     return servicer
 
 
+_BACKGROUND: set[asyncio.Task] = set()  # keeps the stdin watchers from being collected
+
+
 def stop_event(exit_with_parent: bool = False) -> asyncio.Event:
     """An event set on SIGINT or SIGTERM and, with ``exit_with_parent``, when stdin closes.
 
@@ -88,9 +91,6 @@ def stop_event(exit_with_parent: bool = False) -> asyncio.Event:
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
     return stop
-
-
-_BACKGROUND: set[asyncio.Task] = set()  # keeps the stdin watchers from being collected
 
 
 async def _set_when_stdin_closes(stop: asyncio.Event) -> None:
