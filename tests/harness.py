@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -174,6 +174,16 @@ class Cluster:
 
         self._start_with_config(node_id, "node", settings, serving, wait)
         return self.address(node_id)
+
+    def start_chain(
+        self, node_ids: Sequence[str], control: dict | None = None, **node_overrides: Any
+    ) -> None:
+        """Start a control plane (``control``: its config overrides) and ``node_ids`` in
+        order (each with ``node_overrides``); return once they form one chain, head first."""
+        self.start_control(**(control or {}))
+        for node_id in node_ids:
+            self.start_node(node_id, **node_overrides)
+        self.wait_chain(list(node_ids))
 
     def spawn(
         self,

@@ -38,10 +38,7 @@ def timing(key: str) -> float:
 
 def start_chain(cluster: Cluster, names: list[str] = NODES, **control) -> tuple[int, int]:
     """Start a control plane and ``names`` as one chain; return (user id, topic id)."""
-    cluster.start_control(**{**timings(), **control})
-    for name in names:
-        cluster.start_node(name)
-    cluster.wait_chain(names)
+    cluster.start_chain(names, control={**timings(), **control})
     return asyncio.run(_create_user_and_topic(cluster.control_address))
 
 

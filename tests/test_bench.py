@@ -20,13 +20,6 @@ pytestmark = pytest.mark.timeout(240)
 RUN_TIMEOUT = 120.0
 
 
-def start_chain(cluster: Cluster, names: list[str]) -> None:
-    cluster.start_control()
-    for name in names:
-        cluster.start_node(name)
-    cluster.wait_chain(names)
-
-
 def spawn_bench(cluster: Cluster, *options: str) -> None:
     """Run ``mboard bench --json OPTIONS`` as process "bench" (killed by the fixture)."""
     argv = mboard_command("bench", "--control", cluster.control_address, "--json", *options)
@@ -46,7 +39,7 @@ def wait_exit(cluster: Cluster, timeout: float = RUN_TIMEOUT) -> int:
 
 
 def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
-    start_chain(cluster, ["n1", "n2", "n3"])
+    cluster.start_chain(["n1", "n2", "n3"])
     spawn_bench(
         cluster,
         *("--duration", "1", "--writers", "4", "--readers", "4", "--subscribers", "2"),
@@ -76,7 +69,7 @@ def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
 
 
 def test_ctrl_c_ends_the_run_early_and_still_reports(cluster):
-    start_chain(cluster, ["n1"])
+    cluster.start_chain(["n1"])
     spawn_bench(cluster, "--duration", "600", "--writers", "4", "--subscribers", "1", "--baseline")
     bench = cluster.processes["bench"]
     setup = cluster.wait_for(

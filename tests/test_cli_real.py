@@ -21,9 +21,7 @@ CLIENT_TIMEOUT = "30"
 
 
 def start_single_node(cluster: Cluster) -> str:
-    cluster.start_control()
-    cluster.start_node("n1")
-    cluster.wait_chain(["n1"])
+    cluster.start_chain(["n1"])
     return cluster.control_address
 
 
@@ -89,9 +87,7 @@ def test_node_config_that_is_not_yaml_names_the_file_and_line(tmp_path: Path) ->
 
 
 def test_second_node_on_the_same_data_dir_refuses(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_control()
-    cluster.start_node("n1")
-    cluster.wait_chain(["n1"])
+    cluster.start_chain(["n1"])
     data_dir = tmp_path / "n1"  # the harness puts n1's data here
     assert (data_dir / "board.db").exists()
     intruder = tmp_path / "n2.yaml"

@@ -8,19 +8,12 @@ import time
 from harness import Cluster
 
 
-def start(cluster: Cluster, names: list[str]) -> None:
-    cluster.start_control()
-    for name in names:
-        cluster.start_node(name)
-    cluster.wait_chain(names)
-
-
 def serves_reads(cluster: Cluster, name: str) -> bool:
     return cluster.node_status(name, with_digest=False).serving_reads
 
 
 def test_nodes_join_in_order_and_only_the_tail_serves_reads(cluster):
-    start(cluster, ["n1", "n2", "n3"])
+    cluster.start_chain(["n1", "n2", "n3"])
     status = cluster.control_status()
     assert [(m.node.node_id, m.role) for m in status.members] == [
         ("n1", "head"),
@@ -32,7 +25,7 @@ def test_nodes_join_in_order_and_only_the_tail_serves_reads(cluster):
 
 
 def test_killed_node_is_removed_and_rejoins_as_the_tail(cluster):
-    start(cluster, ["n1", "n2", "n3"])
+    cluster.start_chain(["n1", "n2", "n3"])
     cluster.kill("n2", signal.SIGKILL)
     cluster.wait_chain(["n1", "n3"])
     cluster.restart("n2")
@@ -41,7 +34,7 @@ def test_killed_node_is_removed_and_rejoins_as_the_tail(cluster):
 
 
 def test_paused_tail_is_replaced_and_comes_back_after_resuming(cluster):
-    start(cluster, ["n1", "n2"])
+    cluster.start_chain(["n1", "n2"])
     cluster.pause("n2")
     cluster.wait_chain(["n1"])
     cluster.wait_for(lambda: serves_reads(cluster, "n1"), what="a lease at the new tail n1")

@@ -63,10 +63,7 @@ def with_client(cluster: Cluster, action: Callable[[Client], Awaitable[T]]) -> T
 
 
 def start_chain(cluster: Cluster, node_ids: Sequence[str], **node_overrides: object) -> None:
-    cluster.start_control(secret=SECRET)
-    for node_id in node_ids:
-        cluster.start_node(node_id, **node_overrides)
-    cluster.wait_chain(list(node_ids))
+    cluster.start_chain(node_ids, control={"secret": SECRET}, **node_overrides)
 
 
 def subscribers_per_node(cluster: Cluster, node_ids: Sequence[str]) -> dict[str, int]:
