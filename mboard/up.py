@@ -26,6 +26,7 @@ from google.protobuf import empty_pb2
 
 from mboard import grpc_util
 from mboard.api import cluster_pb2, cluster_pb2_grpc
+from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 
 START_TIMEOUT_S = 30.0  # for each step: the control plane answering, one node joining, ...
@@ -215,19 +216,22 @@ class _Cluster:
             self.stop_requested.wait(POLL_S)
         raise _Interrupted
 
-    def _chain(self) -> list[str] | None:
-        """The node ids in the chain, head first; None if the control plane does not answer."""
+    def _cluster_state(self) -> pb.GetClusterStateResponse | None:
+        """The control plane's view of the chain; None if it does not answer."""
         try:
-            state = self._control_plane.GetClusterState(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
+            return self._control_plane.GetClusterState(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
         except grpc.RpcError:
             return None
-        return [node.node_id for node in state.chain]
+
+    def _chain(self) -> list[str] | None:
+        """The node ids in the chain, head first; None if the control plane does not answer."""
+        state = self._cluster_state()
+        return None if state is None else [node.node_id for node in state.chain]
 
     def _all_in_chain(self) -> bool:
         """Every node is in the chain, and every node runs that configuration."""
-        try:
-            state = self._control_plane.GetClusterState(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
-        except grpc.RpcError:
+        state = self._cluster_state()
+        if state is None:
             return False
         nodes = self.children[1:]
         if {n.node_id for n in state.chain} != {child.name for child in nodes}:
