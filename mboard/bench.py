@@ -417,7 +417,7 @@ async def _baseline(
                 try:
                     await call(ECHO_PAYLOAD, timeout=settings.timeout)
                 except grpc.aio.AioRpcError as exc:
-                    raise BoardError(exc.code(), exc.details() or "") from None
+                    raise BoardError.of(exc) from None
 
             try:
                 await echo(0, 0)  # connect before the clock starts

@@ -56,6 +56,11 @@ class BoardError(Exception):
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
 
+    @classmethod
+    def of(cls, exc: grpc.aio.AioRpcError) -> BoardError:
+        """The failure a gRPC error reports, in the server's words."""
+        return cls(exc.code(), exc.details() or "")
+
 
 class _Transient(BoardError):
     """A failure worth retrying; it reaches the caller only once the time is up."""
@@ -177,7 +182,7 @@ class Client:
         try:
             return await stub.Status(cluster_pb2.StatusRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            raise BoardError(exc.code(), exc.details() or "") from None
+            raise BoardError.of(exc) from None
 
     @contextlib.contextmanager
     def _control_errors(self) -> Iterator[None]:
@@ -186,7 +191,7 @@ class Client:
             yield
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in RETRYABLE:
-                raise BoardError(exc.code(), exc.details() or "") from None
+                raise BoardError.of(exc) from None
             message = f"cannot reach the control plane at {self.control}"
             raise _Transient(grpc.StatusCode.UNAVAILABLE, message) from None
 
@@ -206,7 +211,7 @@ class Client:
             try:
                 return await attempt(min(deadline - loop.time(), ATTEMPT_TIMEOUT))
             except grpc.aio.AioRpcError as exc:
-                error = BoardError(exc.code(), exc.details() or "")
+                error = BoardError.of(exc)
                 if exc.code() not in RETRYABLE:
                     raise error from None
             except _Transient as exc:
@@ -287,7 +292,7 @@ class Client:
                 reason = "the stream ended"
             except grpc.aio.AioRpcError as exc:
                 if not _resumable(exc):
-                    raise BoardError(exc.code(), exc.details() or "") from None
+                    raise BoardError.of(exc) from None
                 reason = f"{exc.code().name}: {exc.details()}"
             finally:
                 call.cancel()
