@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
-from mboard.node.board import Board, BoardError, Outcome
+from mboard.node.board import Board, BoardError, Outcome, ReplayPage
 from mboard.node.storage import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -335,6 +335,56 @@ def test_get_messages_pages(open_board: OpenBoard) -> None:
         walked += page
         start = page[-1] + 1
     assert walked == [i for i in general if i != 5]
+
+
+def test_snapshot_pages_show_the_messages_posted_by_the_first_page(forum: Board) -> None:
+    for i in range(1, 6):
+        ok(post(forum, 1 if i != 3 else 2, 1, f"m{i}"))  # 3 goes to Random
+    ok(post(forum, 1, 1, "m6"))
+
+    def page(from_id: int, up_to_seq: int | None) -> ReplayPage:
+        return forum.storage.run_sync(lambda: forum.snapshot_page([1], from_id, up_to_seq, 2))
+
+    first = page(0, None)
+    assert first.state_seq == forum.applied_seq
+    assert [e.message.id for e in first.events] == [1, 2]
+    assert {e.op for e in first.events} == {pb.OP_POST}
+    assert not first.done and first.covered_seq == first.events[-1].sequence_number
+    bound = first.state_seq
+    ok(delete(forum, 1, 4, 1))  # between pages: it is not shown, its DELETE comes live
+    ok(like(forum, 1, 5, 2))  # its state shows the like, which also comes live
+    ok(post(forum, 1, 1, "m7"))  # after the bound: it comes live only
+    second = page(first.next_from, bound)
+    assert [(e.message.id, e.message.likes) for e in second.events] == [(5, 1), (6, 0)]
+    assert second.state_seq == forum.applied_seq > bound
+    third = page(second.next_from, bound)
+    assert third.events == [] and third.done and third.covered_seq == bound
+    numbers = [e.sequence_number for e in first.events + second.events]
+    assert numbers == sorted(numbers) and numbers[-1] <= bound
+
+
+def test_event_pages_walk_the_log_of_the_topics(forum: Board) -> None:
+    for i in range(1, 6):
+        ok(post(forum, 1 if i != 3 else 2, 1, f"m{i}"))
+    ok(like(forum, 1, 2, 2))
+    ok(update(forum, 1, 1, 1, "edited"))
+    walked, after, pages = [], 4, 0  # seqs 1-4 made the users and topics
+    while True:
+        page = forum.storage.run_sync(lambda after=after: forum.events_page([1], after, 2))
+        pages += 1
+        walked += [(e.op, e.message.id) for e in page.events]
+        assert page.state_seq == page.covered_seq == page.next_from
+        after = page.next_from
+        if page.done:
+            break
+    assert walked == [
+        (pb.OP_POST, 1), (pb.OP_POST, 2), (pb.OP_POST, 4), (pb.OP_POST, 5),
+        (pb.OP_LIKE, 2), (pb.OP_UPDATE, 1),
+    ]  # fmt: skip
+    assert pages == 4 and after == forum.applied_seq
+    # Topic entries have no event but still take their place in a page.
+    page = forum.storage.run_sync(lambda: forum.events_page([1, 2], 0, 2))  # seqs 3 and 4
+    assert page.events == [] and not page.done and page.covered_seq == 4
 
 
 def test_get_messages_refuses_bad_arguments(forum: Board) -> None:

@@ -8,6 +8,8 @@
   are refused and stream nothing;
 - 60 streams from one process, joining during a write load, spread over a 3-node chain and
   each get every post exactly once (the replay and the live events meet without gap or overlap);
+- a history of several replay pages, while posts go on: the snapshot and a from_sequence
+  replay each meet the live events without gap or overlap;
 - a subscriber that stops reading is cut off while the others and the writes go on;
 - under a write load, the node serving a subscription (or the head) is SIGKILLed: the library
   resumes on another node (or stays) and delivers every acknowledged post exactly once, in
@@ -35,7 +37,7 @@ from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.client import BoardError, Client
 from mboard.client.commands import event as event_line
-from mboard.node.subscriptions import sign_token
+from mboard.node.subscriptions import REPLAY_PAGE, sign_token
 from mboard.up import mboard_command
 
 pytestmark = pytest.mark.timeout(300)
@@ -501,6 +503,43 @@ def test_sixty_subscribers_joining_under_load_spread_and_get_every_post_once(
             assert many.errors == []
     # Streams that end leave nothing behind on the nodes.
     wait_subscribers(cluster, nodes, 0)
+
+
+def test_a_replay_of_several_pages_meets_the_live_events(cluster: Cluster) -> None:
+    """A history longer than a few replay pages, while posts keep coming: the snapshot
+    (from_message_id) and the log replay (from_sequence) each stream every post once."""
+    nodes = ["n1", "n2", "n3"]
+    start_chain(cluster, nodes)
+
+    async def setup(client: Client) -> None:
+        await client.create_user("Alice")
+        await client.create_topic("General")
+
+    with_client(cluster, setup)
+    history = 2 * REPLAY_PAGE + REPLAY_PAGE // 2
+    with WriteLoad(cluster.control_address, 1, 1, writers=8, tag="pages") as load:
+        cluster.wait_for(lambda: load.ack_count() >= history, EVENTS_TIMEOUT)
+        granted = grant(cluster, 1, [1])
+        resume_all = subscribe_request(granted, 1, [1], from_sequence=1)
+        with (
+            Subscriptions(cluster.control_address, 1, [1]) as snapshot,
+            RawStream(granted.node.address, resume_all).read() as from_log,
+        ):
+            joined_at = time.monotonic()
+            cluster.wait_for(lambda: load.acked_since(joined_at) >= 100, EVENTS_TIMEOUT)
+            load.stop()
+            assert load.failures == []
+            acked = {ack.message.id for ack in load.acks}
+            for name, events in (("snapshot", snapshot.events), ("log", lambda: from_log.events)):
+                cluster.wait_for(
+                    lambda events=events: acked <= ids_of(events()),
+                    EVENTS_TIMEOUT,
+                    lambda events=events, name=name: (
+                        f"all {len(acked)} posts on the {name} replay (now {len(events())})"
+                    ),
+                )
+                assert_every_post_once(events(), load)
+            assert snapshot.errors == [] and from_log.error is None
 
 
 # ---------------------------------------------------------------- slow reader

@@ -129,6 +129,22 @@ class Outcome:
     blob: bytes | None = None
 
 
+@dataclass
+class ReplayPage:
+    """One page of a subscription's replay (``Board.snapshot_page`` / ``events_page``).
+
+    The node sends ``events`` once ``state_seq`` (the newest state they show) is committed;
+    after them the stream is complete through ``covered_seq``. ``next_from`` is where the
+    next page starts.
+    """
+
+    events: list[pb.MessageEvent]
+    state_seq: int
+    covered_seq: int
+    next_from: int
+    done: bool
+
+
 def _timestamp(micros: int) -> Timestamp:
     return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
@@ -423,19 +439,32 @@ class Board:
             for message_id, user_id, text, created_at_us, likes in rows
         ]  # fmt: skip
 
-    def snapshot(self, topic_ids: list[int], from_message_id: int) -> tuple[int, list]:
-        """(applied seq, events): the topics' live messages as OP_POST events, ascending id.
+    def snapshot_page(
+        self, topic_ids: list[int], from_message_id: int, up_to_seq: int | None, limit: int
+    ) -> ReplayPage:
+        """Up to ``limit`` of the topics' live messages with id >= ``from_message_id``, as
+        OP_POST events in ascending id, among those posted at or before ``up_to_seq`` (None:
+        the applied seq now; later pages pass the first page's ``state_seq``).
 
-        One read transaction, so the events show the board exactly at that seq. Each
-        carries the seq of its own POST entry: ids grow with seqs, so the stream stays
-        strictly increasing and a client can resume after any event with from_sequence.
+        Each event carries the seq of its own POST entry: ids grow with seqs, so the stream
+        stays strictly increasing and a client can resume after any event with from_sequence.
+        A message shows its state at ``state_seq``: at least as new as ``up_to_seq``, so a
+        like or an edit after it may show both here and as its own live event.
         """
         marks = ", ".join("?" * len(topic_ids))
-        applied_seq, rows = self._rows_at_applied_seq(
-            "SELECT id, topic_id, user_id, text, created_at_us, likes, post_seq "
-            f"FROM messages WHERE topic_id IN ({marks}) AND id >= ? AND deleted = 0 ORDER BY id",
-            (*topic_ids, from_message_id),
-        )
+        with self.storage.db.atomic():  # one read transaction: the state at state_seq
+            state_seq = self._applied_seq_now()
+            bound = state_seq if up_to_seq is None else up_to_seq
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT id, topic_id, user_id, text, created_at_us, likes, post_seq "
+                    f"FROM messages WHERE topic_id IN ({marks}) AND id >= ? AND post_seq <= ? "
+                    "AND deleted = 0 ORDER BY id LIMIT ?",
+                    (*topic_ids, from_message_id, bound, limit),
+                )
+                .fetchall()
+            )
         events = []
         for message_id, topic_id, user_id, text, created_at_us, likes, post_seq in rows:
             created_at = _timestamp(created_at_us)
@@ -448,25 +477,45 @@ class Board:
                     sequence_number=post_seq, op=pb.OP_POST, message=message, event_at=created_at
                 )
             )
-        return applied_seq, events
-
-    def events_after(self, topic_ids: list[int], from_seq: int) -> tuple[int, list]:
-        """(applied seq, events): every event for the topics after ``from_seq``, from the log."""
-        marks = ", ".join("?" * len(topic_ids))
-        applied_seq, rows = self._rows_at_applied_seq(
-            f"SELECT data FROM log WHERE seq > ? AND topic_id IN ({marks}) ORDER BY seq",
-            (from_seq, *topic_ids),
+        done = len(rows) < limit
+        return ReplayPage(
+            events=events,
+            state_seq=state_seq,
+            covered_seq=bound if done else events[-1].sequence_number,
+            next_from=rows[-1][0] + 1 if rows else from_message_id,
+            done=done,
         )
-        events = (event_of(cluster_pb2.Entry.FromString(data)) for (data,) in rows)
-        return applied_seq, [event for event in events if event is not None]
 
-    def _rows_at_applied_seq(self, sql: str, params: tuple) -> tuple[int, list]:
-        """(applied seq, rows of ``sql``), read in one transaction: the rows are the board
-        exactly at that seq."""
-        with self.storage.db.atomic():
-            conn = self._conn()
-            applied_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
-            return applied_seq, conn.execute(sql, params).fetchall()
+    def events_page(self, topic_ids: list[int], after_seq: int, limit: int) -> ReplayPage:
+        """The events for the topics in the next ``limit`` of their log entries after
+        ``after_seq`` (entries never change: a page is exact whenever it is read)."""
+        marks = ", ".join("?" * len(topic_ids))
+        with self.storage.db.atomic():  # the applied seq that the last page covers
+            applied_seq = self._applied_seq_now()
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT seq, data FROM log WHERE seq > ? AND topic_id IN ({marks}) "
+                    "ORDER BY seq LIMIT ?",
+                    (after_seq, *topic_ids, limit),
+                )
+                .fetchall()
+            )
+        events = (event_of(cluster_pb2.Entry.FromString(data)) for _, data in rows)
+        done = len(rows) < limit
+        covered_seq = applied_seq if done else rows[-1][0]
+        return ReplayPage(
+            events=[event for event in events if event is not None],
+            state_seq=covered_seq,
+            covered_seq=covered_seq,
+            next_from=covered_seq,
+            done=done,
+        )
+
+    def _applied_seq_now(self) -> int:
+        """The last seq in the log as this connection sees it (a reader's view, not the
+        writer's ``applied_seq``)."""
+        return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
 
     def log_blobs(self, from_seq: int, limit: int) -> list[bytes]:
         """Serialized entries with seq >= from_seq, ascending (catch-up and resends)."""

@@ -24,13 +24,14 @@ import grpc
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 
-from .board import BoardError, check_id, event_of, invalid
+from .board import BoardError, ReplayPage, check_id, event_of, invalid
 
 if TYPE_CHECKING:
     from .core import NodeCore
 
 LOAD_REFRESH = 0.5  # seconds between looks at the subscriber counts heartbeats report
 HEAD_WEIGHT = 2  # a subscriber at the head counts double when placing new ones
+REPLAY_PAGE = 1000  # events per page of a replay: bounds a subscription's memory
 
 
 def _b64(data: bytes) -> str:
@@ -205,6 +206,49 @@ class SubscriptionPlacer:
         return pb.SubscriptionNodeResponse(subscribe_token=token, node=node)
 
 
+def _replay_pages(
+    core: NodeCore, request: pb.SubscribeTopicRequest, topic_ids: list[int]
+) -> Callable[[], ReplayPage]:
+    """A function that reads the replay's next page each time it is called (on a reader)."""
+    board = core.board
+    if request.from_sequence > 0:
+        after_seq = request.from_sequence
+
+        def next_events() -> ReplayPage:
+            nonlocal after_seq
+            page = board.events_page(topic_ids, after_seq, REPLAY_PAGE)
+            after_seq = page.next_from
+            return page
+
+        return next_events
+    from_message_id, up_to_seq = request.from_message_id, None
+
+    def next_messages() -> ReplayPage:
+        nonlocal from_message_id, up_to_seq
+        page = board.snapshot_page(topic_ids, from_message_id, up_to_seq, REPLAY_PAGE)
+        # Later pages show only messages posted by the first page's seq: newer ones come
+        # as live events, after it.
+        from_message_id = page.next_from
+        if up_to_seq is None:
+            up_to_seq = page.state_seq
+        return page
+
+    return next_messages
+
+
+def _ended(subscriber: Subscriber, last_seq: int) -> BoardError | None:
+    """Why the stream must end now, with where to resume; None if it goes on."""
+    resume = f"; resume with from_sequence={last_seq}" if last_seq else ""
+    if subscriber.overflowed:
+        return BoardError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the subscriber fell more than {subscriber.limit} events behind{resume}",
+        )
+    if subscriber.closed_reason:
+        return BoardError(grpc.StatusCode.UNAVAILABLE, f"{subscriber.closed_reason}{resume}")
+    return None
+
+
 async def stream(
     core: NodeCore,
     request: pb.SubscribeTopicRequest,
@@ -235,22 +279,27 @@ async def stream(
     subscriber = Subscriber(topic_ids, core.config.subscriber_queue)
     core.hub.add(subscriber)  # first, so nothing committed from here on is missed
     try:
-        if request.from_sequence > 0:
-            read = lambda: core.board.events_after(topic_ids, request.from_sequence)  # noqa: E731
-        else:
-            read = lambda: core.board.snapshot(topic_ids, request.from_message_id)  # noqa: E731
-        replay_seq, replay = await core.storage.read(read)
-        # What this node read may not be committed yet (it is not the tail): wait for it.
-        await core.wait_committed(replay_seq)
-        if subscriber.closed_reason:
-            # Closed meanwhile (it truncated, or left the chain): the replay may hold entries
+        # The replay goes page by page, so any history streams in bounded memory.
+        next_page = _replay_pages(core, request, topic_ids)
+        last_seq = request.from_sequence
+        while True:
+            page = await core.storage.read(next_page)
+            # What this node read may not be committed yet (it is not the tail): wait for it.
+            await core.wait_committed(page.state_seq)
+            # Closed meanwhile (it truncated, or left the chain)? The page may hold entries
             # the chain never committed, and the seqs waited for may now be other entries.
-            raise BoardError(grpc.StatusCode.UNAVAILABLE, subscriber.closed_reason)
-        if opened:
-            await opened()
-        for event in replay:
-            yield event
-        last_seq = max(replay_seq, request.from_sequence)
+            # Overflowed? The stream ends now, not after the rest of a long replay.
+            ended = _ended(subscriber, last_seq)
+            if ended:
+                raise ended
+            if opened:
+                await opened()
+                opened = None
+            for event in page.events:
+                yield event
+            last_seq = max(last_seq, page.covered_seq)
+            if page.done:
+                break
         while True:
             await subscriber.wake.wait()
             subscriber.wake.clear()
@@ -259,16 +308,8 @@ async def stream(
                 if seq > last_seq:
                     last_seq = seq
                     yield event
-            if subscriber.overflowed:
-                raise BoardError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the subscriber fell more than {subscriber.limit} events behind; "
-                    f"resume with from_sequence={last_seq}",
-                )
-            if subscriber.closed_reason:
-                raise BoardError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"{subscriber.closed_reason}; resume with from_sequence={last_seq}",
-                )
+            ended = _ended(subscriber, last_seq)
+            if ended:
+                raise ended
     finally:
         core.hub.remove(subscriber)
