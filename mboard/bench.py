@@ -50,6 +50,7 @@ DRAIN_TIMEOUT_S = 15.0  # subscribers catching up after the write phase
 STOP_TIMEOUT_S = 5.0
 PROGRESS_EVERY_S = 0.5
 POLL_S = 0.05
+STEAL_NOTE = 0.02  # steal share of the CPU from which the table points it out
 
 ECHO_SERVICE = "mboard.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Call"
@@ -85,6 +86,7 @@ class Phase:
         self.began = 0.0
         self.ended = 0.0  # when the last operation finished (success or error)
         self.cpu = 0.0  # this process's CPU seconds during the phase
+        self.steal: float | None = None  # share of the machine's CPU its hypervisor kept
 
     @property
     def ops(self) -> int:
@@ -277,6 +279,7 @@ async def _run_phase(
     phase.began = phase.ended = clock()
     deadline = phase.began + settings.duration
     cpu_before = time.process_time()
+    machine_before = machine_cpu()
 
     async def worker(index: int) -> None:
         number = 0
@@ -322,7 +325,26 @@ async def _run_phase(
         if not task.cancelled() and task.exception():
             raise task.exception()  # a worker's unexpected exception: a bug, not a figure
     phase.cpu = time.process_time() - cpu_before
+    phase.steal = steal_share(machine_before, machine_cpu())
     progress.line(phase.summary())
+
+
+def machine_cpu() -> tuple[int, int] | None:
+    """(stolen, total) CPU ticks of the whole machine so far, from Linux's /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(field) for field in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None  # not Linux: the figure is left out
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return (ticks[7] if len(ticks) == 8 else 0), sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU stolen between two ``machine_cpu()`` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 # ------------------------------------------------------------------ subscriptions
@@ -547,6 +569,11 @@ def results(
     out["error_kinds"] = dict(errors)
     cpu = {p.name: round(p.cpu / p.elapsed, 2) for p in (writes, reads, echo) if p and p.elapsed}
     out["client_cpu"] = cpu  # the bench's own CPU, in cores: near 1.0 means it was the limit
+    # On a virtual machine, the CPU its hypervisor gave to others meanwhile (Linux only):
+    # a few percent of it already moves the figures between runs.
+    out["cpu_steal"] = {
+        p.name: round(p.steal, 3) for p in (writes, reads, echo) if p and p.steal is not None
+    }
     return out
 
 
@@ -609,6 +636,13 @@ def format_table(figures: dict[str, Any]) -> str:
             else f"{missed:,} deliveries MISSING"
         )  # fmt: skip
         lines.append(f"subscriptions: {verdict}; resumes: {figures['subscriber_resumes']}")
+    steal = figures.get("cpu_steal", {})
+    if any(share >= STEAL_NOTE for share in steal.values()):
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in steal.items())
+        lines.append(
+            f"the hypervisor kept part of this machine's CPU ({shares}): "
+            "figures vary between runs, compare alternating runs"
+        )
     kinds = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(figures["error_kinds"].items()))
     lines.append(f"errors: {figures['errors']:,}" + (f" ({kinds})" if kinds else ""))
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import pytest
 from harness import START_TIMEOUT, WAIT_TIMEOUT, Cluster
 
 from mboard.api import razpravljalnica_pb2 as pb
-from mboard.bench import format_table
+from mboard.bench import format_table, steal_share
 from mboard.up import mboard_command
 
 pytestmark = pytest.mark.timeout(240)
@@ -64,6 +64,9 @@ def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
         ratio = figures[f"{plural}_per_s"] / figures["echo_calls_per_s"]
         assert figures[f"{plural}_vs_echo"] == pytest.approx(ratio, abs=0.002)
     assert set(figures["client_cpu"]) == {"write", "read", "echo"}
+    # The tests run on Linux: the hypervisor's share of the CPU is measured per phase.
+    assert set(figures["cpu_steal"]) == {"write", "read", "echo"}
+    assert all(0 <= share <= 1 for share in figures["cpu_steal"].values())
     # The bench wrote through the chain: every replica holds its messages.
     assert len({cluster.node_status(name).digest for name in ("n1", "n2", "n3")}) == 1
 
@@ -97,3 +100,24 @@ def test_ctrl_c_ends_the_run_early_and_still_reports(cluster):
     assert "(interrupted)" in table
     assert re.search(rf"^write\s+{figures['writes']:,}\s", table, re.MULTILINE)
     assert re.search(r"^read\s+-\s+-\s+-\s+-", table, re.MULTILINE)
+
+
+def test_the_table_points_out_cpu_the_hypervisor_kept() -> None:
+    figures = {
+        "control": "127.0.0.1:50050", "writers": 1, "readers": 1, "subscribers": 0,
+        "duration_s": 1.0, "interrupted": False, "writes": 10, "writes_per_s": 10.0,
+        "write_p50_ms": 1.0, "write_p99_ms": 2.0, "max_write_gap_ms": 3.0, "reads": 10,
+        "reads_per_s": 10.0, "read_p50_ms": 1.0, "read_p99_ms": 2.0, "errors": 0,
+        "error_kinds": {}, "client_cpu": {"write": 0.1, "read": 0.1},
+    }  # fmt: skip
+    quiet = format_table({**figures, "cpu_steal": {"write": 0.004, "read": 0.0}})
+    assert "hypervisor" not in quiet
+    busy = format_table({**figures, "cpu_steal": {"write": 0.17, "read": 0.004}})
+    assert "hypervisor kept part of this machine's CPU (write 17%, read 0%)" in busy
+    assert "hypervisor" not in format_table(figures)  # not Linux: nothing measured
+
+
+def test_steal_share_is_stolen_ticks_over_all_ticks() -> None:
+    assert steal_share((10, 1000), (30, 1200)) == pytest.approx(0.1)
+    assert steal_share(None, (30, 1200)) is None
+    assert steal_share((10, 1000), (10, 1000)) is None  # no time passed
