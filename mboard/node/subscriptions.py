@@ -24,7 +24,7 @@ import grpc
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 
-from .board import BoardError, ReplayPage, check_id, event_of, invalid
+from .board import Board, BoardError, ReplayPage, check_id, event_of, invalid
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -207,10 +207,9 @@ class SubscriptionPlacer:
 
 
 def _replay_pages(
-    core: NodeCore, request: pb.SubscribeTopicRequest, topic_ids: list[int]
+    board: Board, request: pb.SubscribeTopicRequest, topic_ids: list[int]
 ) -> Callable[[], ReplayPage]:
     """A function that reads the replay's next page each time it is called (on a reader)."""
-    board = core.board
     if request.from_sequence > 0:
         after_seq = request.from_sequence
 
@@ -280,7 +279,7 @@ async def stream(
     core.hub.add(subscriber)  # first, so nothing committed from here on is missed
     try:
         # The replay goes page by page, so any history streams in bounded memory.
-        next_page = _replay_pages(core, request, topic_ids)
+        next_page = _replay_pages(core.board, request, topic_ids)
         last_seq = request.from_sequence
         while True:
             page = await core.storage.read(next_page)
