@@ -15,6 +15,8 @@ from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.node.chain import (
     CAUGHT_UP_LAG,
+    PACE_IN_FLIGHT,
+    PACE_S,
     ChainState,
     CommitWaiters,
     Position,
@@ -22,6 +24,7 @@ from mboard.node.chain import (
     plan_resend,
     position_in,
     refuse_handshake,
+    send_pause,
 )
 
 
@@ -325,3 +328,13 @@ def test_learner_promotion_is_asked_for_when_its_predecessor_becomes_tail():
     assert not n2.learner_caught_up()  # not the tail yet
     n2.adopt(config(5, ["n2"], ["n3"]))
     assert n2.learner_caught_up()
+
+
+def test_a_busy_link_paces_small_messages_but_never_a_lone_writer_or_a_backlog():
+    full = 500
+    assert send_pause(3, full, PACE_IN_FLIGHT + 1) == PACE_S  # busy: the next message waits
+    assert send_pause(1, full, 1) == 0.0  # one writer: its entry's successor goes at once
+    assert send_pause(3, full, PACE_IN_FLIGHT) == 0.0
+    assert send_pause(full, full, 10 * full) == 0.0  # a backlog streams at full speed
+    assert send_pause(0, full, 10 * full) == 0.0  # a commit point or epoch alone: no entries
+    assert send_pause(3, full, -5_000) == 0.0  # a learner far behind the tail's commit point

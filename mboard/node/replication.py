@@ -18,7 +18,7 @@ import grpc
 
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 
-from .chain import Peer, plan_resend, refuse_handshake
+from .chain import Peer, plan_resend, refuse_handshake, send_pause
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -186,6 +186,9 @@ class Forwarder:
                 await call.write(cluster_pb2.ReplicateRequest(batch=batch))
                 next_seq += len(blobs)
                 sent_epoch = epoch
+                pause = send_pause(len(blobs), BATCH_ENTRIES, next_seq - 1 - state.committed_seq)
+                if pause:
+                    await asyncio.sleep(pause)
                 continue
             wake = asyncio.create_task(self._wait_wake())
             await asyncio.wait([wake, acks], return_when=asyncio.FIRST_COMPLETED)
