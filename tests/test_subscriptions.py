@@ -68,6 +68,17 @@ def start_chain(cluster: Cluster, node_ids: Sequence[str], **node_overrides: obj
     cluster.start_chain(node_ids, control={"secret": SECRET}, **node_overrides)
 
 
+def start_forum(cluster: Cluster, node_ids: Sequence[str]) -> None:
+    """A chain of ``node_ids`` with user 1 (Alice) and topic 1 (General)."""
+    start_chain(cluster, node_ids)
+
+    async def setup(client: Client) -> None:
+        await client.create_user("Alice")
+        await client.create_topic("General")
+
+    with_client(cluster, setup)
+
+
 def subscribers_per_node(cluster: Cluster, node_ids: Sequence[str]) -> dict[str, int]:
     """Each node's own count of the streams it serves (Node.Status)."""
     return {n: cluster.node_status(n, with_digest=False).subscribers for n in node_ids}
@@ -470,13 +481,7 @@ def test_sixty_subscribers_joining_under_load_spread_and_get_every_post_once(
     cluster: Cluster,
 ) -> None:
     nodes = ["n1", "n2", "n3"]
-    start_chain(cluster, nodes)
-
-    async def setup(client: Client) -> None:
-        await client.create_user("Alice")
-        await client.create_topic("General")
-
-    with_client(cluster, setup)
+    start_forum(cluster, nodes)
     count = 60
     with WriteLoad(cluster.control_address, 1, 1, max_writes=3000, tag="sixty") as load:
         cluster.wait_for(lambda: load.ack_count() >= 50, EVENTS_TIMEOUT)
@@ -509,13 +514,7 @@ def test_a_replay_of_several_pages_meets_the_live_events(cluster: Cluster) -> No
     """A history longer than a few replay pages, while posts keep coming: the snapshot
     (from_message_id) and the log replay (from_sequence) each stream every post once."""
     nodes = ["n1", "n2", "n3"]
-    start_chain(cluster, nodes)
-
-    async def setup(client: Client) -> None:
-        await client.create_user("Alice")
-        await client.create_topic("General")
-
-    with_client(cluster, setup)
+    start_forum(cluster, nodes)
     history = 2 * REPLAY_PAGE + REPLAY_PAGE // 2
     with WriteLoad(cluster.control_address, 1, 1, writers=8, tag="pages") as load:
         cluster.wait_for(lambda: load.ack_count() >= history, EVENTS_TIMEOUT)
@@ -612,9 +611,7 @@ def test_subscription_gets_every_acknowledged_post_once_when_a_node_is_killed(
     cluster: Cluster, victim: str
 ) -> None:
     nodes = ["n1", "n2", "n3"]
-    start_chain(cluster, nodes)
-    with_client(cluster, lambda client: client.create_user("Alice"))
-    with_client(cluster, lambda client: client.create_topic("General"))
+    start_forum(cluster, nodes)
     with Subscriptions(cluster.control_address, 1, [1]) as follower:
         wait_subscribers(cluster, nodes, 1)
         with WriteLoad(cluster.control_address, 1, 1, max_writes=2000, tag="kill") as load:
