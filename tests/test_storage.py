@@ -108,7 +108,8 @@ def like(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
 
 
 def messages(board: Board, topic_id: int, from_id: int = 0, limit: int = 0) -> list[pb.Message]:
-    return board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
+    page = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
+    return list(page.messages)
 
 
 def read_error(board: Board, read: Callable[[], object]) -> BoardError:
@@ -612,7 +613,7 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
         )
         page = await storage.read(lambda: board.get_messages(1, 0, 0))
         storage.close()  # while the loop the threads report to still runs
-        return failed, [after.result.id, *(m.id for m in page)]
+        return failed, [after.result.id, *(m.id for m in page.messages)]
 
     failed, ids = asyncio.run(scenario())
     assert all(isinstance(outcome, RuntimeError) for outcome in failed)

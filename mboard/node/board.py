@@ -422,7 +422,9 @@ class Board:
             raise not_found(f"user {user_id} does not exist")
         return pb.User(id=user.id, name=user.name)
 
-    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> list[pb.Message]:
+    def get_messages(
+        self, topic_id: int, from_message_id: int, limit: int
+    ) -> pb.GetMessagesResponse:
         check_id("topic_id", topic_id)
         if from_message_id < 0:
             raise invalid(f"from_message_id must be >= 0, got {from_message_id}")
@@ -431,13 +433,17 @@ class Board:
         rows = self._conn().execute(_SELECT_PAGE, (topic_id, from_message_id, limit)).fetchall()
         if not rows:  # only an empty page needs to tell "no topic" from "no messages"
             self._require_topic(topic_id)
-        return [
-            pb.Message(
-                id=message_id, topic_id=topic_id, user_id=user_id, text=text,
-                created_at=_timestamp(created_at_us), likes=likes,
-            )
-            for message_id, user_id, text, created_at_us, likes in rows
-        ]  # fmt: skip
+        # The hottest read: fill the reply in place rather than build each message apart and
+        # copy it in (half the time).
+        page = pb.GetMessagesResponse()
+        add = page.messages.add
+        for message_id, user_id, text, created_at_us, likes in rows:
+            created_at = add(
+                id=message_id, topic_id=topic_id, user_id=user_id, text=text, likes=likes
+            ).created_at
+            created_at.seconds, micros = divmod(created_at_us, 1_000_000)
+            created_at.nanos = micros * 1000
+        return page
 
     def snapshot_page(
         self, topic_ids: list[int], from_message_id: int, up_to_seq: int | None, limit: int

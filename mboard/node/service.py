@@ -74,11 +74,10 @@ class BoardService(pb_grpc.MessageBoardServicer):
 
     async def GetMessages(self, request, context):
         board = self.core.board
-        messages = await self._read(
+        return await self._read(
             lambda: board.get_messages(request.topic_id, request.from_message_id, request.limit),
             context,
         )
-        return pb.GetMessagesResponse(messages=messages)
 
     async def GetSubscriptionNode(self, request, context):
         return await self._answer(lambda: self.placer.place(request), context)
