@@ -623,3 +623,42 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
 
 def _post(text: str) -> pb.PostMessageRequest:
     return pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
+
+
+def test_after_commit_callback_runs_even_when_the_caller_gave_up(board: Board) -> None:
+    """A client that cancels its write while it waits for the writer does not undo it: the
+    post is stored, so ``then`` (which tells the replication stream and the subscribers)
+    must still run. A rolled-back batch runs no ``then``."""
+    storage = board.storage
+    user(board, "Alice")
+    topic(board, "General")
+    heard: list[int] = []
+
+    async def scenario() -> None:
+        storage.start(asyncio.get_running_loop())
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            entered.set()
+            gate.wait(30)
+
+        blocker = storage.submit(hold_the_writer)
+        assert entered.wait(30)
+        abandoned = storage.submit(
+            lambda: board.execute("post_message", _post("abandoned"), "", EPOCH),
+            then=lambda outcome: heard.append(outcome.entry.seq),
+        )
+        abandoned.cancel()  # what awaiting it from a cancelled handler does
+        gate.set()
+        await blocker
+
+        def explode() -> None:
+            raise RuntimeError("disk on fire")
+
+        with pytest.raises(RuntimeError):
+            await storage.submit(explode, then=lambda _: heard.append(-1))
+        storage.close()
+
+    asyncio.run(scenario())
+    assert heard == [3]  # the abandoned post (seq 3, after Alice and General); not the failure
+    assert [m.text for m in messages(board, 1)] == ["abandoned"]

@@ -77,9 +77,9 @@ class NodeCore:
         started = time.monotonic()
         try:
             self.require_head()
-            future = self.storage.submit(lambda: self._execute(kind, request, request_id))
-            future.add_done_callback(self._after_execute)
-            outcome: Outcome = await future
+            outcome: Outcome = await self.storage.submit(
+                lambda: self._execute(kind, request, request_id), then=self._after_execute
+            )
             if not self.state.position.is_head:  # lost it meanwhile: see apply_config
                 raise self._no_longer_head_error()
             await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")
@@ -114,9 +114,8 @@ class NodeCore:
         self.board.save_committed(self.state.committed_seq, SAVE_COMMITTED_EVERY)
         return self.board.execute(kind, request, request_id, position.epoch)
 
-    def _after_execute(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is None and future.result().entry:
-            outcome = future.result()
+    def _after_execute(self, outcome: Outcome) -> None:
+        if outcome.entry:
             self._on_applied([(outcome.entry, outcome.blob)])
 
     def require_head(self) -> None:
@@ -149,26 +148,18 @@ class NodeCore:
             self.board.save_committed(committed, SAVE_COMMITTED_EVERY)
             return applied
 
-        future = self.storage.submit(apply)
-        future.add_done_callback(
-            lambda f: f.cancelled() or f.exception() or self._on_applied(f.result())
-        )
-        return future
+        return self.storage.submit(apply, then=self._on_applied)
 
     def truncate(self, to_seq: int) -> asyncio.Future:
         """Drop uncommitted entries above ``to_seq`` (divergence repair)."""
-        future = self.storage.submit(lambda: self.board.truncate(to_seq))
 
-        def done(f: asyncio.Future) -> None:
-            if f.cancelled() or f.exception():
-                return
+        def done(_: None) -> None:
             self.recent.clear()
             self.hub.close_all(f"{self.node_id} dropped entries the chain never committed")
             self.state.applied_seq = self.board.applied_seq
             self.last_epoch = self.board.last_epoch
 
-        future.add_done_callback(done)
-        return future
+        return self.storage.submit(lambda: self.board.truncate(to_seq), then=done)
 
     async def drain_writes(self) -> None:
         """Wait until every write submitted so far is applied."""

@@ -36,6 +36,8 @@ from peewee import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# A job the writer or a reader ran: (its future, result, exception, after-commit callback).
+FinishedJob = tuple[asyncio.Future, Any, BaseException | None, Callable[[Any], object] | None]
 # Enough to amortise one fsync over many writes, small enough to keep latency low.
 MAX_BATCH_JOBS = 512
 
@@ -176,20 +178,25 @@ class Storage:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[], T], then: Callable[[T], object] | None = None
+    ) -> asyncio.Future[T]:
         """Run ``fn()`` on the writer thread inside a batch transaction.
 
         The future resolves on the event loop after the transaction commits. Futures resolve
         in submission order, so done-callbacks added at once see the commits in order.
+        ``then(result)`` runs on the loop as soon as the batch committed, before any caller
+        resumes, and also when the caller stopped waiting: what the job wrote is stored all
+        the same, and whoever keeps state beside the database must hear of it.
         """
         future = self._loop.create_future()
-        self._writes.put((fn, future))
+        self._writes.put((fn, future, then))
         return future
 
     def read(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn()`` on a reader thread, with that thread's own connection."""
         future = self._loop.create_future()
-        self._reads.put((fn, future))
+        self._reads.put((fn, future, None))
         return future
 
     def run_sync(self, fn: Callable[[], T]) -> T:
@@ -224,14 +231,14 @@ class Storage:
         self.db.close()
 
     def _run_transaction(self, batch: list) -> list:
-        outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        outcomes: list[FinishedJob] = []
         try:
             with self.db.atomic():
-                for fn, future in batch:
-                    outcomes.append((future, fn(), None))
+                for fn, future, then in batch:
+                    outcomes.append((future, fn(), None, then))
         except Exception as exc:  # handed to every caller of the batch
             log.exception("write batch failed and was rolled back")
-            outcomes = [(future, None, exc) for _, future in batch]
+            outcomes = [(future, None, exc, None) for _, future, _ in batch]
             if self.after_rollback:
                 self.after_rollback()
         return outcomes
@@ -247,18 +254,24 @@ class Storage:
             self.db.close()
 
 
-def _run_each(batch: list) -> list:
+def _run_each(batch: list) -> list[FinishedJob]:
     outcomes = []
-    for fn, future in batch:
+    for fn, future, then in batch:
         try:
-            outcomes.append((future, fn(), None))
+            outcomes.append((future, fn(), None, then))
         except Exception as exc:  # goes to that caller only
-            outcomes.append((future, None, exc))
+            outcomes.append((future, None, exc, None))
     return outcomes
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
-    for future, result, exc in outcomes:
+def _resolve(outcomes: list[FinishedJob]) -> None:
+    for _, result, exc, then in outcomes:
+        if then is not None and exc is None:
+            try:
+                then(result)
+            except Exception:  # a bug there must not keep the other callers waiting
+                log.exception("after-commit callback failed")
+    for future, result, exc, _ in outcomes:
         if future.done():  # the caller gave up (cancelled)
             continue
         if exc is not None:
