@@ -98,13 +98,15 @@ class NodeCore:
         if committed.done():
             return
         timeout = self.config.write_timeout
+        # A bare timer, not asyncio.timeout: this runs for every write, and the timer only
+        # has to fail one future.
+        timer = asyncio.get_running_loop().call_later(
+            timeout, _give_up, committed, f"not committed within {timeout:g}s; {advice}"
+        )
         try:
-            async with asyncio.timeout(timeout):  # no extra Task per write, unlike wait_for
-                await committed
-        except TimeoutError:
-            raise BoardError(
-                grpc.StatusCode.UNAVAILABLE, f"not committed within {timeout:g}s; {advice}"
-            ) from None
+            await committed
+        finally:
+            timer.cancel()
 
     def _execute(self, kind: str, request: ProtoMessage, request_id: str) -> Outcome:
         # Writer thread. The role may have changed since the handler checked it.
@@ -297,3 +299,8 @@ class NodeCore:
             serving_reads=self.state.refuse_read(time.monotonic()) is None,
             subscribers=len(self.hub),
         )
+
+
+def _give_up(waiting: asyncio.Future, why: str) -> None:
+    if not waiting.done():
+        waiting.set_exception(BoardError(grpc.StatusCode.UNAVAILABLE, why))
