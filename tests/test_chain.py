@@ -94,6 +94,7 @@ def chain_of(*ids: str, epoch: int = 1) -> list[FakeNode]:
     nodes = [FakeNode(i) for i in ids]
     for node in nodes:
         node.state.adopt(config(epoch, list(ids)))
+    nodes[-1].state.grant_lease(epoch, until=float("inf"))  # a new chain's tail commits once leased
     return nodes
 
 
@@ -202,6 +203,7 @@ def test_prefix_invariant_and_commit_only_at_the_tail():
 def test_committed_seq_never_goes_back():
     state = ChainState("n2")
     state.adopt(config(1, ["n1", "n2"]))
+    state.grant_lease(1, until=10.0)
     state.note_applied(10)
     assert state.committed_seq == 10
     state.note_successor_ack(cluster_pb2.Ack(applied_seq=3, committed_seq=3))
@@ -212,6 +214,7 @@ def test_committed_seq_never_goes_back():
 def test_learner_acks_do_not_commit_but_report_caught_up():
     tail = ChainState("n1")
     tail.adopt(config(2, ["n1"], ["n2"]))
+    tail.grant_lease(2, until=10.0)
     tail.note_applied(1000)
     advanced = tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
     assert not advanced and not tail.learner_caught_up() and tail.committed_seq == 1000
@@ -237,6 +240,47 @@ def test_a_middle_acks_new_commit_points_and_a_learner_its_progress_too():
     sent = learner.ack_to_send(None)
     learner.note_applied(9)
     assert learner.ack_to_send(sent).applied_seq == 9  # the tail watches it catch up
+
+
+def test_a_tail_in_place_of_removed_nodes_commits_only_once_it_holds_a_lease():
+    # n3, the tail, was removed while it may still live (cut off) and serve reads under its
+    # lease. The control plane leases n2 only once that lease is over: until then n2 must
+    # acknowledge nothing, or a client could read from n3 without seeing its write.
+    middle = ChainState("n2")
+    middle.adopt(config(1, ["n1", "n2", "n3"]))
+    middle.note_applied(10)
+    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=6, committed_seq=6))
+    middle.adopt(config(2, ["n1", "n2"]))
+    assert middle.awaiting_lease and middle.committed_seq == 6
+    assert not middle.note_applied(12)
+    assert middle.committed_seq == 6
+    assert not middle.grant_lease(epoch=1, until=10.0)  # a lease for an older epoch
+    assert middle.grant_lease(epoch=2, until=10.0)
+    assert middle.committed_seq == 12 and not middle.awaiting_lease
+    assert middle.note_applied(13) and middle.committed_seq == 13
+
+
+def test_a_promoted_learner_commits_at_once():
+    # Its predecessor is the old tail, which holds everything it has: no reader can miss it.
+    learner = ChainState("n3")
+    learner.adopt(config(2, ["n1", "n2"], ["n3"]))
+    learner.note_applied(10)
+    learner.adopt(config(3, ["n1", "n2", "n3"]))
+    assert not learner.awaiting_lease and learner.committed_seq == 10
+
+
+def test_a_learner_that_missed_the_old_tails_removal_waits_for_a_lease():
+    learner = ChainState("n3")
+    learner.adopt(config(2, ["n1", "n2"], ["n3"]))  # learning from n2
+    learner.adopt(config(5, ["n1", "n3"]))  # epochs 3 and 4 (promote, drop n2) never reached it
+    assert learner.awaiting_lease
+
+
+def test_the_first_node_of_a_chain_commits_once_leased():
+    state = ChainState("n1")
+    state.adopt(config(1, ["n1"]))
+    assert state.awaiting_lease and not state.note_applied(1)
+    assert state.grant_lease(1, until=10.0) and state.committed_seq == 1
 
 
 # -------------------------------------------------------------------- reads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from harness import CONTROL_DEFAULTS, Cluster
 
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
+from mboard.control.service import refuses_connections
 
 FAILURE_TIMEOUT = CONTROL_DEFAULTS["failure_timeout"]
 
@@ -190,3 +193,13 @@ def test_health_and_reflection(cluster):
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert {"razpravljalnica.ControlPlane", "mboard.cluster.Control"} <= set(services)
+
+
+def test_only_a_port_nobody_listens_on_counts_as_refusing_connections() -> None:
+    """The failure report's evidence that a removed tail serves no reads any more."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert not asyncio.run(refuses_connections(address))
+    assert asyncio.run(refuses_connections(address))  # closed: the kernel answers RST

@@ -272,6 +272,20 @@ def test_new_tail_waits_until_the_old_tails_lease_has_run_out():
     assert beat(m, N2, now=5.0 + LEASE).lease_s == LEASE
 
 
+def test_a_removed_tail_keeps_its_lease_unless_it_can_serve_no_reads():
+    # Unreachable is not dead: the new tail waits until the lease has run out ...
+    m = chain_of(N1, N2)
+    assert beat(m, N2, now=5.0).lease_s == LEASE
+    m.remove("n2", "unreachable")
+    assert beat(m, N1, now=5.1).lease_s == 0
+    assert beat(m, N1, now=5.0 + LEASE).lease_s == LEASE
+    # ... but when nothing listens at its address any more (or it left), not a moment.
+    m = chain_of(N1, N2)
+    assert beat(m, N2, now=5.0).lease_s == LEASE
+    m.remove("n2", "refuses connections", serves_no_reads=True)
+    assert beat(m, N1, now=5.1).lease_s == LEASE
+
+
 def test_new_tail_gets_a_lease_once_the_old_tail_confirmed_the_new_epoch():
     m = chain_of(N1)
     beat(m, N1, now=5.0)

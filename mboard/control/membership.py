@@ -210,7 +210,12 @@ class Membership:
         )
         return True
 
-    def remove(self, node_id: str, why: str) -> bool:
+    def remove(self, node_id: str, why: str, serves_no_reads: bool = False) -> bool:
+        """Take ``node_id`` out. ``serves_no_reads``: we know it can serve no reads any more
+        (it left, having dropped its lease, or nothing listens at its address), so its
+        lease is over and the next tail may get one, and commit, at once."""
+        if serves_no_reads and node_id == self.lease_holder and self._holder_grant:
+            self._holder_grant.dropped = True
         return self._remove({node_id}, why)
 
     def excuse(self, seconds: float, now: float) -> None:

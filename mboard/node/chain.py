@@ -183,6 +183,11 @@ class ChainState:
         self._predecessor_word: tuple[int, int] | None = None
         self._read_barrier: int | None = None
         self._lease_until = 0.0
+        # A node that becomes tail in place of removed nodes commits nothing until the
+        # control plane grants it a lease: it grants one only once every other lease is
+        # over, and until then a removed tail that is still alive (cut off, not dead) may
+        # serve reads that must not miss an acknowledged write.
+        self.awaiting_lease = False
 
     # -------------------------------------------------------------- config
 
@@ -192,8 +197,15 @@ class ChainState:
             return None
         old = self.position
         new = position_in(config, self.node_id)
+        old_tail = self.config.chain[-1].node_id if self.config.chain else None
         self.config = config
         self.position = new
+        if not new.is_tail:
+            self.awaiting_lease = False
+        elif not old.is_tail:
+            # Promoted behind the old tail, we hold nothing it lacks: no wait.
+            predecessor = new.predecessor.node_id if new.predecessor else None
+            self.awaiting_lease = old_tail is None or predecessor != old_tail
         if new.predecessor != old.predecessor:
             self._predecessor_word = None
         if new.successor != old.successor:
@@ -206,7 +218,7 @@ class ChainState:
         elif not old.is_tail:
             self._read_barrier = None  # newly tail: learn what the predecessor committed
             self._check_barrier()
-        if new.is_tail:
+        if new.is_tail and not self.awaiting_lease:
             self._commit(self.applied_seq)
         return old, new
 
@@ -215,7 +227,7 @@ class ChainState:
     def note_applied(self, seq: int) -> bool:
         """Entries up to ``seq`` are applied here; return True if that committed them."""
         self.applied_seq = seq
-        return self.position.is_tail and self._commit(seq)
+        return self.position.is_tail and not self.awaiting_lease and self._commit(seq)
 
     def note_predecessor(self, sender_epoch: int, committed_seq: int) -> bool:
         """A batch from the predecessor told us its epoch and commit point."""
@@ -268,10 +280,19 @@ class ChainState:
 
     # --------------------------------------------------------------- reads
 
-    def grant_lease(self, epoch: int, until: float) -> None:
-        """The control plane granted a read lease in ``epoch``, valid until ``until``."""
-        if epoch == self.position.epoch and self.position.is_tail:
-            self._lease_until = max(self._lease_until, until)
+    def grant_lease(self, epoch: int, until: float) -> bool:
+        """The control plane granted a read lease in ``epoch``, valid until ``until``.
+
+        Returns True if that committed entries (a new tail's first lease)."""
+        if epoch != self.position.epoch or not self.position.is_tail:
+            return False
+        self._lease_until = max(self._lease_until, until)
+        self.awaiting_lease = False
+        return self._commit(self.applied_seq)
+
+    def drop_lease(self) -> None:
+        """Serve no more reads (the node is leaving)."""
+        self._lease_until = 0.0
 
     def _check_barrier(self) -> None:
         word = self._predecessor_word

@@ -180,6 +180,10 @@ class NodeCore:
         self.forwarder.wake()
         self._want_ack()
 
+    def grant_lease(self, epoch: int, until: float) -> None:
+        if self.state.grant_lease(epoch, until):
+            self._on_commit()
+
     def on_predecessor_word(self, sender_epoch: int, committed_seq: int) -> None:
         if self.state.note_predecessor(sender_epoch, committed_seq):
             self._on_commit()
@@ -244,6 +248,8 @@ class NodeCore:
             self._on_commit()
         self._want_ack()
         self.report_caught_up()
+        if self.state.awaiting_lease and self.control:
+            self.control.beat_soon()  # no commits until the control plane grants a lease
         for listener in self.config_listeners:
             listener()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -36,12 +37,20 @@ class ControlLink:
         self.cluster_secret = b""
         self.token_ttl = 600.0
         self._reachable = True
+        self._beat_now = asyncio.Event()
 
     async def run(self) -> None:
         await self.register()
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
             await self.heartbeat()
+
+    def beat_soon(self) -> None:
+        """Send the next heartbeat now rather than at the next interval."""
+        self._beat_now.set()
 
     async def register(self) -> None:
         request = cluster_pb2.RegisterRequest(
@@ -85,7 +94,7 @@ class ControlLink:
             return
         self.core.apply_config(reply.config)
         if reply.lease_s > 0:
-            state.grant_lease(reply.config.epoch, sent_at + reply.lease_s)
+            self.core.grant_lease(reply.config.epoch, sent_at + reply.lease_s)
         self.core.report_caught_up()
         if state.committed_seq > self.core.board.saved_committed_seq:
             self.core.storage.submit(lambda: self.core.board.save_committed(state.committed_seq))
@@ -180,6 +189,7 @@ async def serve(
 
     log.info("node %s stopping: leaving the chain", config.id)
     core.stopping = True
+    core.state.drop_lease()  # before Leave: the control plane then lets the next tail commit
     for task in tasks:
         task.cancel()
     await control.leave()
