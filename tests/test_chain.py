@@ -276,6 +276,26 @@ def test_a_learner_that_missed_the_old_tails_removal_waits_for_a_lease():
     assert learner.awaiting_lease
 
 
+def test_a_tail_that_missed_epochs_waits_for_a_lease():
+    # Meanwhile n3 may have been promoted, leased, and removed while still alive.
+    tail = ChainState("n2")
+    tail.adopt(config(1, ["n1", "n2"]))
+    tail.grant_lease(1, until=10.0)
+    tail.adopt(config(2, ["n1", "n2"], ["n4"]))  # the next epoch, still tail: no wait
+    assert not tail.awaiting_lease
+    tail.adopt(config(5, ["n1", "n2"]))
+    assert tail.awaiting_lease
+
+
+def test_a_tail_waiting_for_its_lease_takes_no_commit_point_from_its_learner():
+    tail = ChainState("n2")
+    tail.adopt(config(1, ["n1", "n2", "n3"]))
+    tail.note_applied(10)
+    tail.adopt(config(2, ["n1", "n2"], ["n4"]))
+    assert not tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
+    assert tail.committed_seq == 0
+
+
 def test_the_first_node_of_a_chain_commits_once_leased():
     state = ChainState("n1")
     state.adopt(config(1, ["n1"]))

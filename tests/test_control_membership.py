@@ -46,13 +46,18 @@ def chain_of(*nodes: Node, disk: Disk | None = None) -> Membership:
     for node in nodes:
         m.register(node, applied_seq=0, now=0)
         if m.config.learners:
+            for member in m.config.chain:  # all run this epoch: an old tail's lease is over
+                m.confirm(member.node_id, m.config.epoch)
+            beat(m, m.config.chain[-1], now=0)  # the tail holds the lease: it may hand over
             assert m.caught_up(m.config.epoch, m.config.chain[-1].node_id, node.node_id)
+    for member in m.config.chain:
+        m.confirm(member.node_id, m.config.epoch)
     assert ids(m.config.chain) == ids(nodes)
     return m
 
 
 def promote(m: Membership, node: Node, now: float) -> None:
-    """``node`` joins and becomes the new tail."""
+    """``node`` joins and becomes the new tail (the tail holds the lease)."""
     m.register(node, applied_seq=0, now=now)
     assert m.caught_up(m.config.epoch, m.config.chain[-1].node_id, node.node_id)
 
@@ -75,8 +80,11 @@ def test_learners_are_promoted_in_join_order():
     m = membership()
     for node in (N1, N2, N3):
         m.register(node, applied_seq=0, now=0)
+    beat(m, N1, now=0)  # a tail hands over only while it holds the lease
     assert m.caught_up(3, tail_id="n1", learner_id="n2")
     assert m.config == ChainConfig(4, (N1, N2), (N3,))
+    m.confirm("n1", 4)  # n1 runs epoch 4, as head: its lease is over
+    beat(m, N2, now=0.1)
     assert m.caught_up(4, tail_id="n2", learner_id="n3")
     assert m.config == ChainConfig(5, (N1, N2, N3), ())
     assert [m.config.role(n) for n in ("n1", "n2", "n3")] == ["head", "middle", "tail"]
@@ -96,6 +104,7 @@ def test_caught_up_needs_current_epoch_tail_and_first_learner(epoch, tail_id, le
     m = membership()
     for node in (N1, N2, N3):
         m.register(node, applied_seq=0, now=0)
+    beat(m, N1, now=0)  # n1 holds the lease: only the arguments can be wrong
     before = m.config
     assert not m.caught_up(epoch, tail_id, learner_id)
     assert m.config == before
@@ -199,6 +208,7 @@ def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
     m.register(N1, applied_seq=0, now=0)
     m.register(N2, applied_seq=0, now=0)
     m.register(N3, applied_seq=0, now=0)
+    beat(m, N1, now=0)
     m.caught_up(3, "n1", "n2")
     m.register(N1, applied_seq=0, now=1)
     m.remove("n3", "n3 left")
@@ -247,7 +257,9 @@ def test_only_the_tail_gets_a_lease():
     m.register(N1, applied_seq=0, now=0)
     m.register(N2, applied_seq=0, now=0)
     m.register(N3, applied_seq=0, now=0)
+    beat(m, N1, now=0)
     m.caught_up(3, "n1", "n2")
+    m.confirm("n1", m.config.epoch)
     assert beat(m, N1, now=0.1).lease_s == 0  # head
     assert beat(m, N3, now=0.1).lease_s == 0  # learner
     assert beat(m, N4, now=0.1).lease_s == 0  # not a member
@@ -272,18 +284,30 @@ def test_new_tail_waits_until_the_old_tails_lease_has_run_out():
     assert beat(m, N2, now=5.0 + LEASE).lease_s == LEASE
 
 
-def test_a_removed_tail_keeps_its_lease_unless_it_can_serve_no_reads():
+def test_a_removed_tail_keeps_its_lease_unless_it_left():
     # Unreachable is not dead: the new tail waits until the lease has run out ...
     m = chain_of(N1, N2)
     assert beat(m, N2, now=5.0).lease_s == LEASE
     m.remove("n2", "unreachable")
     assert beat(m, N1, now=5.1).lease_s == 0
     assert beat(m, N1, now=5.0 + LEASE).lease_s == LEASE
-    # ... but when nothing listens at its address any more (or it left), not a moment.
+    # ... but a node that left dropped its lease first: not a moment.
     m = chain_of(N1, N2)
     assert beat(m, N2, now=5.0).lease_s == LEASE
-    m.remove("n2", "refuses connections", serves_no_reads=True)
+    m.remove("n2", "left", serves_no_reads=True)
     assert beat(m, N1, now=5.1).lease_s == LEASE
+
+
+def test_a_learner_is_promoted_only_behind_a_tail_that_holds_the_lease():
+    # n3 (leased tail) was removed but may live on; n2, the tail now, waits for the lease.
+    # A learner promoted behind n2 would commit at once: not before n2 holds the lease.
+    m = chain_of(N1, N2, N3)
+    beat(m, N3, now=5.0)
+    m.remove("n3", "unreachable")
+    m.register(N4, applied_seq=0, now=5.1)
+    assert not m.caught_up(m.config.epoch, "n2", "n4")
+    assert beat(m, N2, now=5.0 + LEASE).lease_s == LEASE
+    assert m.caught_up(m.config.epoch, "n2", "n4")
 
 
 def test_new_tail_gets_a_lease_once_the_old_tail_confirmed_the_new_epoch():
@@ -325,15 +349,15 @@ def test_removed_tail_blocks_the_next_tail_until_its_lease_ran_out():
     assert beat(m, N1, now=6.0).lease_s == LEASE
 
 
-def test_every_tail_change_waits_for_the_last_lease_holder():
+def test_a_tail_that_never_held_the_lease_hands_over_to_nobody():
     m = chain_of(N1)
     beat(m, N1, now=5.0)
-    for node in (N2, N3):  # n1 -> n2 -> n3 before n2 ever got a lease
-        promote(m, node, now=5.1)
-        assert beat(m, node, now=5.2).lease_s == 0
-    beat(m, N2, now=5.3)  # n2 never held a lease: its confirmation ends nothing
-    assert beat(m, N3, now=5.4).lease_s == 0
-    assert beat(m, N3, now=6.0).lease_s == LEASE
+    promote(m, N2, now=5.1)  # behind n1, which holds the lease
+    assert beat(m, N2, now=5.2).lease_s == 0  # n1's lease still runs
+    m.register(N3, applied_seq=0, now=5.3)
+    assert not m.caught_up(m.config.epoch, "n2", "n3")  # n3 would commit before n2 may
+    assert beat(m, N2, now=6.0).lease_s == LEASE
+    assert m.caught_up(m.config.epoch, "n2", "n3")
 
 
 # ---------------------------------------------------------------- restart

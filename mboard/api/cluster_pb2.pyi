@@ -224,10 +224,12 @@ class FailureReport(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., reporter_id: _Optional[str] = ..., suspect_id: _Optional[str] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "epoch")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     node_id: str
-    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+    epoch: int
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
     __slots__ = ("node", "role", "applied_seq", "committed_seq", "subscribers", "heartbeat_age_s")

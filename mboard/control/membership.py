@@ -201,6 +201,11 @@ class Membership:
             return False
         if config.chain[-1].node_id != tail_id or config.learners[0].node_id != learner_id:
             return False
+        # The promoted learner commits at once (see ChainState.adopt): safe only behind a
+        # tail that holds the lease, so that no other node can still serve reads. A tail
+        # that is itself waiting for one (its old successor may live on) must get it first.
+        if self.lease_holder != tail_id:
+            return False
         learner = config.learners[0]
         self._reconfigure(
             [*config.chain, learner],
@@ -211,9 +216,10 @@ class Membership:
         return True
 
     def remove(self, node_id: str, why: str, serves_no_reads: bool = False) -> bool:
-        """Take ``node_id`` out. ``serves_no_reads``: we know it can serve no reads any more
-        (it left, having dropped its lease, or nothing listens at its address), so its
-        lease is over and the next tail may get one, and commit, at once."""
+        """Take ``node_id`` out. ``serves_no_reads``: the node said it serves no reads any
+        more (it left, having dropped its lease), so its lease is over and the next tail may
+        get one, and commit, at once. A node that merely stopped answering may live on, cut
+        off from us, and serve reads until its lease has run out."""
         if serves_no_reads and node_id == self.lease_holder and self._holder_grant:
             self._holder_grant.dropped = True
         return self._remove({node_id}, why)

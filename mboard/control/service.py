@@ -172,19 +172,17 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
         if suspect is None or await self._controller.probe(suspect.address):
             return empty_pb2.Empty()
         why = f"{suspect.node_id} unreachable (reported by {request.reporter_id or '?'})"
-        # Refused: its process is gone. Otherwise it may live on, cut off from us, and serve
-        # reads until its lease runs out.
-        gone = await refuses_connections(suspect.address)
-        self._controller.change(
-            lambda: self._membership.remove(suspect.node_id, why, serves_no_reads=gone)
-        )
+        self._controller.change(lambda: self._membership.remove(suspect.node_id, why))
         return empty_pb2.Empty()
 
     async def Leave(self, request, context):
         why = f"{request.node_id} left"
-        # A node drops its lease before it says it leaves.
+        # A node drops its lease before it says it leaves. Only its current run can say so:
+        # a Leave from before it registered again (the epoch it knew is older) may arrive
+        # late, while its new run holds a lease.
+        current = request.epoch == self._membership.config.epoch
         self._controller.change(
-            lambda: self._membership.remove(request.node_id, why, serves_no_reads=True)
+            lambda: self._membership.remove(request.node_id, why, serves_no_reads=current)
         )
         return empty_pb2.Empty()
 
@@ -219,20 +217,3 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
             chain=[node_info(n) for n in config.chain],
             epoch=config.epoch,
         )
-
-
-async def refuses_connections(address: str) -> bool:
-    """Whether the host at ``address`` actively refuses TCP connections to its port: nothing
-    listens there, so no node serves anything from it. A timeout or an unreachable network
-    proves nothing: False."""
-    host, _, port = address.rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), PROBE_TIMEOUT_S
-        )
-    except ConnectionRefusedError:
-        return True
-    except (OSError, TimeoutError, ValueError):
-        return False
-    writer.close()
-    return False

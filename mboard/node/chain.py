@@ -198,14 +198,17 @@ class ChainState:
         old = self.position
         new = position_in(config, self.node_id)
         old_tail = self.config.chain[-1].node_id if self.config.chain else None
+        skipped = config.epoch != self.config.epoch + 1
         self.config = config
         self.position = new
         if not new.is_tail:
             self.awaiting_lease = False
-        elif not old.is_tail:
-            # Promoted behind the old tail, we hold nothing it lacks: no wait.
+        elif not old.is_tail or skipped:
+            # Promoted behind the old tail, we hold nothing it lacks: no wait (the control
+            # plane promotes only behind a tail holding the lease). If we missed epochs,
+            # someone else may have been tail and leased meanwhile.
             predecessor = new.predecessor.node_id if new.predecessor else None
-            self.awaiting_lease = old_tail is None or predecessor != old_tail
+            self.awaiting_lease = skipped or old_tail is None or predecessor != old_tail
         if new.predecessor != old.predecessor:
             self._predecessor_word = None
         if new.successor != old.successor:
@@ -240,6 +243,8 @@ class ChainState:
     def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
         """Take an ack from the successor; return True if it advanced the commit point."""
         self.successor_applied_seq = max(self.successor_applied_seq, ack.applied_seq)
+        if self.awaiting_lease:  # a tail's successor is a learner: it commits nothing for us
+            return False
         return self._commit(min(ack.committed_seq, self.applied_seq))
 
     def learner_caught_up(self) -> bool:

@@ -144,9 +144,10 @@ class NodeCore:
 
         def apply():
             applied = self.board.apply_blobs(blobs)
-            # What the tail applies is committed.
-            is_tail = self.state.position.is_tail
-            committed = self.board.applied_seq if is_tail else self.state.committed_seq
+            # What the tail applies is committed (once it holds a lease, see ChainState).
+            state = self.state
+            commits = state.position.is_tail and not state.awaiting_lease
+            committed = self.board.applied_seq if commits else state.committed_seq
             self.board.save_committed(committed, SAVE_COMMITTED_EVERY)
             return applied
 

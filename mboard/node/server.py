@@ -131,7 +131,10 @@ class ControlLink:
 
     async def leave(self) -> None:
         await self._call_quietly(
-            self.stub.Leave, cluster_pb2.LeaveRequest(node_id=self.core.node_id)
+            self.stub.Leave,
+            cluster_pb2.LeaveRequest(
+                node_id=self.core.node_id, epoch=self.core.state.position.epoch
+            ),
         )
 
     async def _call_quietly(self, method, request) -> None:
