@@ -663,3 +663,50 @@ def test_after_commit_callback_runs_even_when_the_caller_gave_up(board: Board) -
     asyncio.run(scenario())
     assert heard == [3]  # the abandoned post (seq 3, after Alice and General); not the failure
     assert [m.text for m in messages(board, 1)] == ["abandoned"]
+
+
+def test_one_writer_batch_sees_its_own_posts_and_retries(board: Board) -> None:
+    """Jobs of one writer batch share one transaction: what a post wrote, the jobs after it
+    must find (a retry answers as before, a like and an edit find the message)."""
+    storage = board.storage
+    alice = user(board, "Alice")
+    topic(board, "General")
+    like_request = pb.LikeMessageRequest(topic_id=1, message_id=1, user_id=alice.id)
+    edit_request = pb.UpdateMessageRequest(topic_id=1, message_id=1, user_id=alice.id, text="b")
+
+    async def scenario() -> list[Outcome]:
+        storage.start(asyncio.get_running_loop())
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            entered.set()
+            gate.wait(30)
+
+        blocker = storage.submit(hold_the_writer)
+        assert entered.wait(30)
+        jobs = [
+            lambda: board.execute("post_message", _post("a"), "r1", EPOCH),
+            lambda: board.execute("post_message", _post("a"), "r1", EPOCH),  # the retry
+            lambda: board.execute("like_message", like_request, "r2", EPOCH),
+            lambda: board.execute("update_message", edit_request, "r3", EPOCH),
+            lambda: board.execute("post_message", _post("c"), "r4", EPOCH),
+        ]
+        batch = [storage.submit(job) for job in jobs]  # queued behind the blocker: one batch
+        gate.set()
+        await blocker
+        outcomes = await asyncio.gather(*batch)
+        storage.close()
+        return outcomes
+
+    posted, retried, liked, edited, second = asyncio.run(scenario())
+    assert ok(retried) == ok(posted) and retried.entry is None
+    assert ok(liked).likes == 1 and ok(edited).text == "b"
+    assert [(m.id, m.text, m.likes) for m in messages(board, 1)] == [(1, "b", 1), (2, "c", 0)]
+    assert [cluster_pb2.Entry.FromString(blob).seq for blob in log_blobs(board)] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
