@@ -182,8 +182,11 @@ class NodeCore:
         self._want_ack()
 
     def grant_lease(self, epoch: int, until: float) -> None:
+        waited = self.state.awaiting_lease
         if self.state.grant_lease(epoch, until):
             self._on_commit()
+        if waited and not self.state.awaiting_lease:
+            log.info("epoch %d: read lease granted; committing as tail", epoch)
 
     def on_predecessor_word(self, sender_epoch: int, committed_seq: int) -> None:
         if self.state.note_predecessor(sender_epoch, committed_seq):
@@ -249,8 +252,14 @@ class NodeCore:
             self._on_commit()
         self._want_ack()
         self.report_caught_up()
-        if self.state.awaiting_lease and self.control:
-            self.control.beat_soon()  # no commits until the control plane grants a lease
+        if self.state.awaiting_lease:
+            log.info(
+                "epoch %d: new tail; committing once the control plane grants a read lease "
+                "(so that no node it replaced can still serve reads)",
+                config.epoch,
+            )
+            if self.control:
+                self.control.beat_soon()
         for listener in self.config_listeners:
             listener()
 
