@@ -183,10 +183,11 @@ class ChainState:
         self._predecessor_word: tuple[int, int] | None = None
         self._read_barrier: int | None = None
         self._lease_until = 0.0
-        # A node that becomes tail in place of removed nodes commits nothing until the
-        # control plane grants it a lease: it grants one only once every other lease is
-        # over, and until then a removed tail that is still alive (cut off, not dead) may
-        # serve reads that must not miss an acknowledged write.
+        # A node that becomes tail other than by promotion behind the old tail (which
+        # replaced removed nodes, or starts a chain) commits nothing until the control plane
+        # grants it a lease: it grants one only once every other lease is over, and until
+        # then a removed tail that is still alive (cut off, not dead) may serve reads that
+        # must not miss an acknowledged write.
         self.awaiting_lease = False
 
     # -------------------------------------------------------------- config
