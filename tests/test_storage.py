@@ -586,23 +586,10 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
     topic(board, "General")
 
     async def scenario() -> tuple[list, list]:
-        storage.start(asyncio.get_running_loop())
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold_the_writer() -> None:
-            entered.set()
-            gate.wait(30)
-
-        # While the writer runs this batch, the next jobs queue up and form ONE batch.
-        blocker = storage.submit(hold_the_writer)
-        assert entered.wait(30)
-
-        def explode() -> None:
-            raise RuntimeError("disk on fire")
-
+        blocker, gate = _hold_the_writer(storage)
         batch = [
             storage.submit(lambda: board.execute("post_message", _post("lost 1"), "", EPOCH)),
-            storage.submit(explode),
+            storage.submit(_explode),
             storage.submit(lambda: board.execute("post_message", _post("lost 2"), "", EPOCH)),
         ]
         gate.set()
@@ -625,6 +612,25 @@ def _post(text: str) -> pb.PostMessageRequest:
     return pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
 
 
+def _hold_the_writer(storage: Storage) -> tuple[asyncio.Future, threading.Event]:
+    """Start the storage threads and keep the writer busy until the returned gate is set:
+    the jobs submitted meanwhile queue up and form ONE batch. Returns (blocker, gate)."""
+    storage.start(asyncio.get_running_loop())
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        gate.wait(30)
+
+    blocker = storage.submit(hold)
+    assert entered.wait(30)
+    return blocker, gate
+
+
+def _explode() -> None:
+    raise RuntimeError("disk on fire")
+
+
 def test_after_commit_callback_runs_even_when_the_caller_gave_up(board: Board) -> None:
     """A client that cancels its write while it waits for the writer does not undo it: the
     post is stored, so ``then`` (which tells the replication stream and the subscribers)
@@ -635,15 +641,7 @@ def test_after_commit_callback_runs_even_when_the_caller_gave_up(board: Board) -
     heard: list[int] = []
 
     async def scenario() -> None:
-        storage.start(asyncio.get_running_loop())
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold_the_writer() -> None:
-            entered.set()
-            gate.wait(30)
-
-        blocker = storage.submit(hold_the_writer)
-        assert entered.wait(30)
+        blocker, gate = _hold_the_writer(storage)
         abandoned = storage.submit(
             lambda: board.execute("post_message", _post("abandoned"), "", EPOCH),
             then=lambda outcome: heard.append(outcome.entry.seq),
@@ -652,12 +650,8 @@ def test_after_commit_callback_runs_even_when_the_caller_gave_up(board: Board) -
         gate.set()
         await blocker
         await storage.submit(lambda: None)  # after the abandoned post: not in a failing batch
-
-        def explode() -> None:
-            raise RuntimeError("disk on fire")
-
         with pytest.raises(RuntimeError):
-            await storage.submit(explode, then=lambda _: heard.append(-1))
+            await storage.submit(_explode, then=lambda _: heard.append(-1))
         storage.close()
 
     asyncio.run(scenario())
@@ -675,15 +669,7 @@ def test_one_writer_batch_sees_its_own_posts_and_retries(board: Board) -> None:
     edit_request = pb.UpdateMessageRequest(topic_id=1, message_id=1, user_id=alice.id, text="b")
 
     async def scenario() -> list[Outcome]:
-        storage.start(asyncio.get_running_loop())
-        entered, gate = threading.Event(), threading.Event()
-
-        def hold_the_writer() -> None:
-            entered.set()
-            gate.wait(30)
-
-        blocker = storage.submit(hold_the_writer)
-        assert entered.wait(30)
+        blocker, gate = _hold_the_writer(storage)
         jobs = [
             lambda: board.execute("post_message", _post("a"), "r1", EPOCH),
             lambda: board.execute("post_message", _post("a"), "r1", EPOCH),  # the retry
@@ -691,7 +677,7 @@ def test_one_writer_batch_sees_its_own_posts_and_retries(board: Board) -> None:
             lambda: board.execute("update_message", edit_request, "r3", EPOCH),
             lambda: board.execute("post_message", _post("c"), "r4", EPOCH),
         ]
-        batch = [storage.submit(job) for job in jobs]  # queued behind the blocker: one batch
+        batch = [storage.submit(job) for job in jobs]
         gate.set()
         await blocker
         outcomes = await asyncio.gather(*batch)
@@ -702,11 +688,5 @@ def test_one_writer_batch_sees_its_own_posts_and_retries(board: Board) -> None:
     assert ok(retried) == ok(posted) and retried.entry is None
     assert ok(liked).likes == 1 and ok(edited).text == "b"
     assert [(m.id, m.text, m.likes) for m in messages(board, 1)] == [(1, "b", 1), (2, "c", 0)]
-    assert [cluster_pb2.Entry.FromString(blob).seq for blob in log_blobs(board)] == [
-        1,
-        2,
-        3,
-        4,
-        5,
-        6,
-    ]
+    seqs = [cluster_pb2.Entry.FromString(blob).seq for blob in log_blobs(board)]
+    assert seqs == [1, 2, 3, 4, 5, 6]  # user, topic, post, like, edit, post: no second post
