@@ -251,6 +251,9 @@ def client(
         if len(words) > 1:
             raise CliError(f"shell: unexpected argument {words[1]!r}", exit_code=2)
         sys.exit(shell.run(config, as_json))
+    if (usage := commands.help_for(words)) is not None:
+        click.echo(usage)
+        return
     try:
         invocation = commands.parse(words)
     except commands.UsageError as exc:

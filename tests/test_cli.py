@@ -96,6 +96,12 @@ def test_client_help_lists_the_commands() -> None:
     assert "  shell " in result.stdout
 
 
+def test_client_command_help_shows_that_commands_usage() -> None:
+    result = invoke("client", "get-messages", "--help")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.startswith("usage: get-messages <topic_id> [from_id] [limit]\n")
+
+
 # ------------------------------------------------------------------ configuration
 
 

@@ -205,3 +205,17 @@ def test_status_table() -> None:
         "heartbeat_age_s": 3.5,
         "reachable": False,
     }
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_a_command_followed_by_help_shows_its_usage(flag: str) -> None:
+    assert commands.help_for(["post", flag]) == (
+        "usage: post <topic_id> <user_id> <text...>\n  Post a message"
+    )
+
+
+@pytest.mark.parametrize(
+    "line", ["post 1 1 see --help", "frobnicate --help", "post", "list-topics 1", ""]
+)
+def test_help_only_right_after_a_known_command(line: str) -> None:
+    assert commands.help_for(line.split()) is None

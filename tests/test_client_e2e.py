@@ -401,6 +401,14 @@ def test_shell_reports_errors_and_goes_on(fake: FakeCluster) -> None:
     assert result.returncode == 1  # some command failed
 
 
+def test_shell_help_for_one_command(fake: FakeCluster) -> None:
+    script = "help like\nlike --help\nhelp\n"
+    result = mboard("client", "--control", fake.address, "shell", input=script)
+    assert (result.returncode, result.stderr) == (0, "")
+    usage = "usage: like <topic_id> <message_id> <user_id>\n  Like a message\n"
+    assert result.stdout.startswith(usage + usage + "Commands:\n")
+
+
 def test_server_error_is_one_line_and_exit_1(fake: FakeCluster) -> None:
     result = mboard("client", "--control", fake.address, "get-user", "7")
     assert (result.returncode, result.stdout) == (1, "")

@@ -209,6 +209,20 @@ def usage_lines(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
     return [f"{usage.ljust(width)}  {summary}" for usage, summary in entries]
 
 
+HELP_FLAGS = frozenset({"--help", "-h"})
+
+
+def help_for(words: Sequence[str]) -> str | None:
+    """One command's usage when ``words`` ask for it (``post --help``), else None.
+
+    Only the word right after the command asks: ``post 1 1 see --help`` posts that text.
+    """
+    command = COMMANDS.get(words[0]) if words else None
+    if command is None or len(words) < 2 or words[1] not in HELP_FLAGS:
+        return None
+    return f"usage: {command.usage}\n  {command.summary}"
+
+
 def parse(words: Sequence[str]) -> Invocation:
     """Turn ``["post", "1", "2", "Hi", "there"]`` into an Invocation, or raise UsageError."""
     names = ", ".join(COMMANDS)

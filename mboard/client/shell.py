@@ -47,7 +47,10 @@ def run(config: ClientConfig, as_json: bool = False) -> int:
                 if words[0] in QUIT:
                     break
                 if words[0] == "help":
-                    click.echo(help_text())
+                    click.echo(commands.help_for(words[1:2] + ["--help"]) or help_text())
+                    continue
+                if (usage := commands.help_for(words)) is not None:
+                    click.echo(usage)
                     continue
                 try:
                     runner.run(commands.execute(client, commands.parse(words), as_json))
