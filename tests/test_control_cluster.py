@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
 from harness import Cluster
+
+from mboard.api import razpravljalnica_pb2 as pb
 
 
 def serves_reads(cluster: Cluster, name: str) -> bool:
@@ -76,3 +79,34 @@ def test_members_restarting_in_any_order_rebuild_the_chain(cluster):
         cluster.wait_for(lambda n=name: cluster.node_status(n, False).epoch > 0, what=name)
     cluster.wait_for(lambda: len(cluster.chain()) == 3, timeout=10, what="all three in the chain")
     assert sorted(cluster.chain()) == ["n1", "n2", "n3"]
+
+
+def test_a_last_member_back_without_its_data_does_not_wipe_the_others(cluster):
+    cluster.start_chain(["n1", "n2"])
+    head = cluster.board("n1")
+    user = head.CreateUser(pb.CreateUserRequest(name="ann"))
+    topic = head.CreateTopic(pb.CreateTopicRequest(name="t"))
+    for n in range(5):
+        head.PostMessage(pb.PostMessageRequest(topic_id=topic.id, user_id=user.id, text=f"{n}"))
+    # The control plane hears of the commit point with the heartbeats.
+    cluster.wait_for(
+        lambda: all(m.committed_seq == 7 for m in cluster.control_status().members),
+        what="the commit point reported",
+    )
+    cluster.stop("n2")  # the tail leaves, then the head: n1 is the chain's last member
+    cluster.wait_chain(["n1"])
+    cluster.stop("n1")
+    shutil.rmtree(cluster.dir / "n1")  # ...and comes back with an empty disk
+
+    cluster.restart("n2")
+    cluster.restart("n1")
+
+    def registered():
+        config = cluster.control_status().config
+        members = {n.node_id for n in [*config.chain, *config.learners]}
+        return config if members == {"n1", "n2"} else None
+
+    config = cluster.wait_for(registered, what="n1 and n2 registered")
+    # As head, n1 would make n2 drop the 7 entries it holds to match its empty log.
+    assert list(config.chain) == []
+    assert cluster.node_status("n2", with_digest=False).applied_seq == 7

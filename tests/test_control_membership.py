@@ -443,6 +443,33 @@ def test_survivors_outlive_a_control_plane_restart():
     assert ids(restarted.config.chain) == ["n1"]
 
 
+def test_a_last_member_that_lost_its_data_does_not_restart_the_chain():
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    m.heartbeat("n1", m.config.epoch, applied_seq=20, committed_seq=20, subscribers=0, now=1)
+    m.expire(now=FAILURE_TIMEOUT + 2)
+    assert set(m.survivors) == {"n1", "n2"} and disk.saves[-1].committed_floor == 20
+
+    # n1 comes back with an empty data directory: as head it would make n2 drop its log.
+    m.register(N1, applied_seq=0, now=10)
+    assert m.config.chain == () and ids(m.config.learners) == ["n1"]
+    m.register(N2, applied_seq=20, now=11)
+    assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n1"]
+
+
+def test_the_commit_floor_outlives_a_control_plane_restart():
+    disk = Disk()
+    m = chain_of(N1, disk=disk)
+    m.heartbeat("n1", m.config.epoch, applied_seq=7, committed_seq=7, subscribers=0, now=1)
+    m.remove("n1", "n1 left", serves_no_reads=True)
+
+    restarted = membership(saved=disk.saves[-1], started=20)
+    restarted.register(N1, applied_seq=3, now=20)
+    assert restarted.config.chain == ()
+    restarted.register(N1, applied_seq=7, now=21)
+    assert ids(restarted.config.chain) == ["n1"]
+
+
 def test_a_sole_member_that_restarts_stays_the_chain():
     m = chain_of(N1)
     m.register(N1, applied_seq=0, now=1)

@@ -60,6 +60,7 @@ def test_membership_restarted_from_the_store_never_reissues_an_epoch(tmp_path):
 
 def test_survivors_are_saved(tmp_path):
     store = Store(tmp_path)
-    store.save(Saved(ChainConfig(9), lease_holder=None, survivors=("n1", "n2")))
+    store.save(Saved(ChainConfig(9), None, survivors=("n1", "n2"), committed_floor=42))
     store.close()
-    assert Store(tmp_path).load().survivors == ("n1", "n2")
+    loaded = Store(tmp_path).load()
+    assert (loaded.survivors, loaded.committed_floor) == (("n1", "n2"), 42)

@@ -60,12 +60,14 @@ class ChainConfig:
 
 @dataclass(frozen=True)
 class Saved:
-    """What survives a restart: the configuration, the node cleared to hold a lease, and
-    (while the chain is empty) the nodes that were its last members."""
+    """What survives a restart: the configuration, the node cleared to hold a lease,
+    (while the chain is empty) the nodes that were its last members, and how far the chain
+    is known to have committed."""
 
     config: ChainConfig
     lease_holder: str | None = None
     survivors: tuple[str, ...] = ()
+    committed_floor: int = 0
 
 
 # Called with the state to write; must raise if it could not be written.
@@ -128,6 +130,10 @@ class Membership:
     # While the chain is empty: its last members, who hold every committed write. Only one
     # of them may start it again; anyone else would become a head that lacks those writes.
     survivors: tuple[str, ...] = field(init=False)
+    # The highest commit point any member reported: a lower bound of what the chain has
+    # committed. A last member holding less lost its data (a wiped or replaced disk) and must
+    # not restart the chain: its successors would drop what they hold to match its log.
+    committed_floor: int = field(init=False)
     progress: dict[str, Progress] = field(init=False, default_factory=dict)
     _holder_grant: _Grant | None = field(init=False, default=None)
     # Leases granted before a restart are unknown; all of them end before this time.
@@ -138,6 +144,7 @@ class Membership:
         self.config = saved.config
         self.lease_holder = saved.lease_holder
         self.survivors = saved.survivors
+        self.committed_floor = saved.committed_floor
         if self.saved is not None:
             self._restart_fence = self.started + self.lease
         # Persisted members count as alive at start: they get a full failure_timeout to
@@ -154,12 +161,19 @@ class Membership:
         known = self.config.find(node.node_id) is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
         survivors = self.survivors
-        if not chain and (not survivors or node.node_id in survivors):
+        holds_commits = applied_seq >= self.committed_floor
+        if not chain and (not survivors or node.node_id in survivors) and holds_commits:
             chain, survivors = [node], ()
         else:
             learners.append(node)
             if not chain:
-                why += f"; the chain waits for one of {', '.join(survivors)}"
+                why += f"; the chain waits for one of {', '.join(survivors)} with its data"
+                if node.node_id in survivors and not holds_commits:
+                    log.warning(
+                        "%s was in the chain last but holds seq %d, and the chain committed "
+                        "seq %d: its data is gone, so it will not restart the chain",
+                        node.node_id, applied_seq, self.committed_floor,
+                    )  # fmt: skip
         self._reconfigure(chain, learners, why, survivors)
         self.progress[node.node_id] = Progress(last_heartbeat=now, applied_seq=applied_seq)
         return True
@@ -179,6 +193,7 @@ class Membership:
         progress.last_heartbeat = now
         progress.applied_seq = applied_seq
         progress.committed_seq = committed_seq
+        self.committed_floor = max(self.committed_floor, committed_seq)
         progress.subscribers = subscribers
         self.confirm(node_id, epoch)
         return HeartbeatAnswer(self.config, lease_s=self._grant_lease(node_id, now))
@@ -283,7 +298,7 @@ class Membership:
     ) -> None:
         old = self.config
         new = ChainConfig(old.epoch + 1, tuple(chain), tuple(learners))
-        self.persist(Saved(new, self.lease_holder, survivors))
+        self.persist(Saved(new, self.lease_holder, survivors, self.committed_floor))
         self.config = new
         self.survivors = survivors
         log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
@@ -297,7 +312,7 @@ class Membership:
                 return 0.0
             # Written before the first grant: after a restart, the holder may keep its
             # lease at once, everyone else waits until any earlier lease has run out.
-            self.persist(Saved(self.config, node_id, self.survivors))
+            self.persist(Saved(self.config, node_id, self.survivors, self.committed_floor))
             self.lease_holder = node_id
         self._holder_grant = _Grant(at=now)
         return self.lease

@@ -37,7 +37,9 @@ class Store:
 
     def load(self) -> Saved | None:
         """The state saved last, or None for a new control plane."""
-        values = self._read("epoch", "chain", "learners", "lease_holder", "survivors")
+        values = self._read(
+            "epoch", "chain", "learners", "lease_holder", "survivors", "committed_floor"
+        )
         if "epoch" not in values:
             return None
         config = ChainConfig(
@@ -46,7 +48,8 @@ class Store:
             learners=_nodes(values["learners"]),
         )
         survivors = tuple(json.loads(values.get("survivors") or "[]"))
-        return Saved(config, values.get("lease_holder") or None, survivors)
+        floor = int(values.get("committed_floor") or 0)
+        return Saved(config, values.get("lease_holder") or None, survivors, floor)
 
     def save(self, saved: Saved) -> None:
         """Write ``saved`` durably (one transaction, fsync'd) or raise."""
@@ -58,6 +61,7 @@ class Store:
                 "learners": _json(config.learners),
                 "lease_holder": saved.lease_holder or "",
                 "survivors": json.dumps(saved.survivors),
+                "committed_floor": str(saved.committed_floor),
             }
         )
 
