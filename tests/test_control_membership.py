@@ -457,6 +457,15 @@ def test_a_last_member_that_lost_its_data_does_not_restart_the_chain():
     assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n1"]
 
 
+def test_a_sole_member_back_without_its_data_before_it_was_missed_waits():
+    m = chain_of(N1)
+    m.heartbeat("n1", m.config.epoch, applied_seq=5, committed_seq=5, subscribers=0, now=1)
+    m.register(N1, applied_seq=0, now=2)  # restarted on an empty disk, not yet expired
+    assert m.config.chain == () and m.survivors == ("n1",)
+    m.register(N1, applied_seq=5, now=3)  # its data restored
+    assert ids(m.config.chain) == ["n1"] and m.survivors == ()
+
+
 def test_the_commit_floor_outlives_a_control_plane_restart():
     disk = Disk()
     m = chain_of(N1, disk=disk)

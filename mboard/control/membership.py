@@ -161,6 +161,8 @@ class Membership:
         known = self.config.find(node.node_id) is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
         survivors = self.survivors
+        if self.config.chain and not chain:  # the chain's sole member is back (see _remove)
+            survivors = (node.node_id,)
         holds_commits = applied_seq >= self.committed_floor
         if not chain and (not survivors or node.node_id in survivors) and holds_commits:
             chain, survivors = [node], ()
