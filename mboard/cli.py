@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from mboard import __version__, grpc_util, logs
+from mboard.api import cluster_pb2
 from mboard.client import BoardError, Client, commands, shell
 from mboard.client import status as cluster_status
 from mboard.config import (
@@ -305,6 +306,34 @@ async def _watch_status(config: ClientConfig, as_json: bool, watch: bool) -> Non
             if not watch:
                 return
             await asyncio.sleep(1)
+
+
+@cli.command("restart-chain")
+@_control_option
+@click.argument("node_id")
+def restart_chain(control: str | None, node_id: str) -> None:
+    """Start a stalled chain from NODE_ID, giving up the committed writes it lacks.
+
+    Only for when the chain's last members cannot come back with their data (the control
+    plane's log says the chain waits for them): `mboard status` shows the waiting nodes and
+    how far each one's log goes.
+    """
+    config = client_config(None, control, None)
+    try:
+        reply = grpc_util.run(_restart_chain(config, node_id))
+    except BoardError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"restarted the chain from {node_id} at seq {reply.applied_seq}")
+    if reply.committed_floor > reply.applied_seq:
+        click.echo(
+            f"lost: the committed writes after seq {reply.applied_seq} "
+            f"(the chain had committed at least seq {reply.committed_floor})"
+        )
+
+
+async def _restart_chain(config: ClientConfig, node_id: str) -> cluster_pb2.RestartChainReply:
+    async with Client(config.control, config.timeout) as board:
+        return await board.restart_chain(node_id)
 
 
 @cli.command()

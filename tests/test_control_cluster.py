@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
 
 from harness import Cluster
+from test_client_e2e import mboard
 
 from mboard.api import razpravljalnica_pb2 as pb
 
@@ -81,7 +83,7 @@ def test_members_restarting_in_any_order_rebuild_the_chain(cluster):
     assert sorted(cluster.chain()) == ["n1", "n2", "n3"]
 
 
-def test_a_last_member_back_without_its_data_does_not_wipe_the_others(cluster):
+def test_a_last_member_back_without_its_data_waits_for_the_operator(cluster):
     cluster.start_chain(["n1", "n2"])
     head = cluster.board("n1")
     user = head.CreateUser(pb.CreateUserRequest(name="ann"))
@@ -110,3 +112,27 @@ def test_a_last_member_back_without_its_data_does_not_wipe_the_others(cluster):
     # As head, n1 would make n2 drop the 7 entries it holds to match its empty log.
     assert list(config.chain) == []
     assert cluster.node_status("n2", with_digest=False).applied_seq == 7
+
+    # `mboard status` shows the operator who holds what...
+    status = mboard("status", "--control", cluster.control_address, "--json")
+    rows = {row["node_id"]: row for row in json.loads(status.stdout)["nodes"]}
+    assert {name: (row["role"], row["applied_seq"]) for name, row in rows.items()} == {
+        "n1": ("standby", 0),
+        "n2": ("standby", 7),
+    }
+    # ...who gives up on n1's data and restarts the chain from n2, which has it all.
+    restart = ["restart-chain", "--control", cluster.control_address]
+    result = mboard(*restart, "n2")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "restarted the chain from n2 at seq 7\n"
+    cluster.wait_chain(["n2", "n1"])
+    statuses = [cluster.node_status(name) for name in ("n2", "n1")]
+    assert [s.applied_seq for s in statuses] == [7, 7]
+    assert statuses[0].digest == statuses[1].digest
+
+    again = mboard(*restart, "n1")
+    assert again.returncode == 1
+    assert (
+        again.stderr
+        == "error: FAILED_PRECONDITION: the chain is running (head n2): nothing to restart\n"
+    )

@@ -191,3 +191,21 @@ def test_health_and_reflection(cluster):
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert {"razpravljalnica.ControlPlane", "mboard.cluster.Control"} <= set(services)
+
+
+def test_restart_chain_names_what_stops_it(cluster, fake_nodes):
+    cluster.start_control()
+    stub = cluster.control_stub()
+
+    def restart(node_id: str) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.RestartChain(cluster_pb2.RestartChainRequest(node_id=node_id), timeout=2)
+        return refused.value
+
+    refused = restart("n1")
+    assert refused.code() == grpc.StatusCode.NOT_FOUND
+    assert refused.details() == "n1 is not waiting for the chain (waiting: none)"
+    register(cluster, fake(fake_nodes, "n1"))
+    refused = restart("n1")
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.details() == "the chain is running (head n1): nothing to restart"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mboard.control.membership import ChainConfig, Membership, Node, Saved
+from mboard.control.membership import (
+    ChainConfig,
+    ChainRunning,
+    Membership,
+    Node,
+    NotWaiting,
+    Saved,
+)
 
 FAILURE_TIMEOUT = 2.0
 LEASE = 1.0
@@ -464,6 +471,34 @@ def test_a_sole_member_back_without_its_data_before_it_was_missed_waits():
     assert m.config.chain == () and m.survivors == ("n1",)
     m.register(N1, applied_seq=5, now=3)  # its data restored
     assert ids(m.config.chain) == ["n1"] and m.survivors == ()
+
+
+def test_the_operator_restarts_a_stalled_chain_from_a_waiting_node():
+    disk = Disk()
+    m = chain_of(N1, disk=disk)
+    m.heartbeat("n1", m.config.epoch, applied_seq=9, committed_seq=9, subscribers=0, now=1)
+    m.remove("n1", "n1 left", serves_no_reads=True)
+    m.register(N2, applied_seq=6, now=2)  # left the chain earlier: not a last member
+    m.register(N1, applied_seq=0, now=3)  # the last member, back without its data
+    m.register(N3, applied_seq=4, now=4)
+    assert m.config.chain == ()
+
+    assert m.restart_from("n2")
+    assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n1", "n3"]
+    # n2's log is the chain's now: a later outage measures against it, not against seq 9.
+    assert m.committed_floor == 6 and m.survivors == ()
+    assert (disk.saves[-1].config, disk.saves[-1].committed_floor) == (m.config, 6)
+
+
+def test_restarting_the_chain_is_refused_while_it_runs_or_for_a_stranger():
+    m = chain_of(N1, N2)
+    with pytest.raises(ChainRunning, match="head n1"):
+        m.restart_from("n2")
+    m.expire(now=FAILURE_TIMEOUT + 1)
+    m.register(N3, applied_seq=0, now=10)
+    with pytest.raises(NotWaiting, match=r"n4 is not waiting for the chain \(waiting: n3\)"):
+        m.restart_from("n4")
+    assert m.config.chain == ()
 
 
 def test_the_commit_floor_outlives_a_control_plane_restart():

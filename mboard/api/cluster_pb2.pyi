@@ -247,6 +247,22 @@ class MemberStatus(_message.Message):
     heartbeat_age_s: float
     def __init__(self, node: _Optional[_Union[_razpravljalnica_pb2.NodeInfo, _Mapping]] = ..., role: _Optional[str] = ..., applied_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., subscribers: _Optional[int] = ..., heartbeat_age_s: _Optional[float] = ...) -> None: ...
 
+class RestartChainRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class RestartChainReply(_message.Message):
+    __slots__ = ("config", "applied_seq", "committed_floor")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    config: ChainConfig
+    applied_seq: int
+    committed_floor: int
+    def __init__(self, config: _Optional[_Union[ChainConfig, _Mapping]] = ..., applied_seq: _Optional[int] = ..., committed_floor: _Optional[int] = ...) -> None: ...
+
 class ClusterStatus(_message.Message):
     __slots__ = ("config", "members", "control_address")
     CONFIG_FIELD_NUMBER: _ClassVar[int]

@@ -224,6 +224,11 @@ class ControlStub:
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
                 response_deserializer=cluster__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.RestartChain = channel.unary_unary(
+                '/mboard.cluster.Control/RestartChain',
+                request_serializer=cluster__pb2.RestartChainRequest.SerializeToString,
+                response_deserializer=cluster__pb2.RestartChainReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -268,6 +273,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestartChain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +311,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                     response_serializer=cluster__pb2.ClusterStatus.SerializeToString,
+            ),
+            'RestartChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartChain,
+                    request_deserializer=cluster__pb2.RestartChainRequest.FromString,
+                    response_serializer=cluster__pb2.RestartChainReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -464,6 +480,33 @@ class Control:
             '/mboard.cluster.Control/GetStatus',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             cluster__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mboard.cluster.Control/RestartChain',
+            cluster__pb2.RestartChainRequest.SerializeToString,
+            cluster__pb2.RestartChainReply.FromString,
             options,
             channel_credentials,
             insecure,

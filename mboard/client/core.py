@@ -34,6 +34,8 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+# What a call says when it could not reach the server at all.
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # A subscription stream that ends with one of these moves to another node and resumes.
 RESUMABLE = RETRYABLE | {grpc.StatusCode.RESOURCE_EXHAUSTED}
 
@@ -176,6 +178,16 @@ class Client:
 
         return await self._retrying(attempt)
 
+    async def restart_chain(self, node_id: str) -> cluster_pb2.RestartChainReply:
+        """Start the stalled chain from the waiting ``node_id`` (Control.RestartChain).
+
+        One attempt: a retry after a success would only hear that the chain is running.
+        """
+        stub = cluster_pb2_grpc.ControlStub(self._channel(self.control))
+        request = cluster_pb2.RestartChainRequest(node_id=node_id)
+        with self._control_errors():
+            return await stub.RestartChain(request, timeout=self.timeout)
+
     async def node_status(self, address: str, timeout: float) -> cluster_pb2.NodeStatus:
         """One node's own live view (internal Node.Status), one attempt, no retries."""
         stub = cluster_pb2_grpc.NodeStub(self._channel(address))
@@ -190,7 +202,7 @@ class Client:
         try:
             yield
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in RETRYABLE:
+            if exc.code() not in UNREACHABLE:
                 raise BoardError.of(exc) from None
             message = f"cannot reach the control plane at {self.control}"
             raise _Transient(grpc.StatusCode.UNAVAILABLE, message) from None

@@ -101,6 +101,14 @@ class MemberStatus:
     heartbeat_age_s: float
 
 
+class ChainRunning(Exception):
+    """The chain has members: there is nothing to restart."""
+
+
+class NotWaiting(LookupError):
+    """The node named is not one of those waiting for the chain."""
+
+
 @dataclass
 class _Grant:
     at: float
@@ -173,7 +181,9 @@ class Membership:
                 if node.node_id in survivors and not holds_commits:
                     log.warning(
                         "%s was in the chain last but holds seq %d, and the chain committed "
-                        "seq %d: its data is gone, so it will not restart the chain",
+                        "seq %d: its data is gone, so it will not restart the chain. Restore "
+                        "its data directory, or start the chain from another node with "
+                        "`mboard restart-chain NODE` (its writes beyond that node's are lost)",
                         node.node_id, applied_seq, self.committed_floor,
                     )  # fmt: skip
         self._reconfigure(chain, learners, why, survivors)
@@ -230,6 +240,31 @@ class Membership:
             f"{learner_id} caught up",
             self.survivors,
         )
+        return True
+
+    def restart_from(self, node_id: str) -> bool:
+        """The operator's override: start the empty chain from the waiting ``node_id``.
+
+        For when no last member can come back with its data. The new head's log is the
+        chain's from now on: committed writes it lacks are lost, and the other nodes drop
+        whatever it does not hold. Always a new configuration.
+        """
+        if self.config.chain:
+            head = self.config.chain[0].node_id
+            raise ChainRunning(f"the chain is running (head {head}): nothing to restart")
+        node = next((n for n in self.config.learners if n.node_id == node_id), None)
+        if node is None:
+            waiting = ", ".join(n.node_id for n in self.config.learners) or "none"
+            raise NotWaiting(f"{node_id} is not waiting for the chain (waiting: {waiting})")
+        applied_seq = self.progress[node_id].applied_seq
+        log.warning(
+            "the operator restarts the chain from %s, whose log ends at seq %d; the chain "
+            "had committed at least seq %d",
+            node_id, applied_seq, self.committed_floor,
+        )  # fmt: skip
+        self.committed_floor = applied_seq
+        learners = [n for n in self.config.learners if n.node_id != node_id]
+        self._reconfigure([node], learners, f"restarted from {node_id} by the operator", ())
         return True
 
     def remove(self, node_id: str, why: str, serves_no_reads: bool = False) -> bool:

@@ -21,7 +21,7 @@ from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.config import ControlConfig
-from mboard.control.membership import ChainConfig, Membership, Node
+from mboard.control.membership import ChainConfig, ChainRunning, Membership, Node, NotWaiting
 from mboard.control.push import Pushers
 from mboard.control.store import Store
 
@@ -202,6 +202,20 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             config=config_proto(self._membership.config),
             members=members,
             control_address=self._controller.config.listen,
+        )
+
+    async def RestartChain(self, request, context):
+        floor = self._membership.committed_floor
+        try:
+            self._controller.change(lambda: self._membership.restart_from(request.node_id))
+        except ChainRunning as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except NotWaiting as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return cluster_pb2.RestartChainReply(
+            config=config_proto(self._membership.config),
+            applied_seq=self._membership.progress[request.node_id].applied_seq,
+            committed_floor=floor,
         )
 
 
