@@ -488,6 +488,12 @@ def test_the_operator_restarts_a_stalled_chain_from_a_waiting_node():
     # n2's log is the chain's now: a later outage measures against it, not against seq 9.
     assert m.committed_floor == 6 and m.survivors == ()
     assert (disk.saves[-1].config, disk.saves[-1].committed_floor) == (m.config, 6)
+    # n3 still reports the commit point of the log it is about to give up.
+    m.heartbeat("n3", m.config.epoch, applied_seq=4, committed_seq=9, subscribers=0, now=5)
+    m.heartbeat("n2", m.config.epoch - 1, applied_seq=6, committed_seq=9, subscribers=0, now=5)
+    assert m.committed_floor == 6
+    m.heartbeat("n2", m.config.epoch, applied_seq=8, committed_seq=8, subscribers=0, now=6)
+    assert m.committed_floor == 8
 
 
 def test_restarting_the_chain_is_refused_while_it_runs_or_for_a_stranger():

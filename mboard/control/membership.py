@@ -205,7 +205,10 @@ class Membership:
         progress.last_heartbeat = now
         progress.applied_seq = applied_seq
         progress.committed_seq = committed_seq
-        self.committed_floor = max(self.committed_floor, committed_seq)
+        # Only a chain member of this epoch speaks for the chain's current history: a
+        # learner, or a stale heartbeat, may still report commits of a log given up since.
+        if epoch == self.config.epoch and any(n.node_id == node_id for n in self.config.chain):
+            self.committed_floor = max(self.committed_floor, committed_seq)
         progress.subscribers = subscribers
         self.confirm(node_id, epoch)
         return HeartbeatAnswer(self.config, lease_s=self._grant_lease(node_id, now))
