@@ -402,3 +402,26 @@ def test_a_busy_link_paces_small_messages_but_never_a_lone_writer_or_a_backlog()
     assert send_pause(full, full, 10 * full) == 0.0  # a backlog streams at full speed
     assert send_pause(0, full, 10 * full) == 0.0  # a commit point or epoch alone: no entries
     assert send_pause(3, full, -5_000) == 0.0  # a learner far behind the tail's commit point
+
+
+def test_a_commit_point_beyond_our_log_is_not_ours():
+    # n2 learned from a chain that committed 9 while it held 6; then the operator restarted
+    # the chain from it (mboard restart-chain): its seq 7 will be a new, different entry.
+    n2 = ChainState("n2")
+    n2.adopt(config(4, ["n1"], ["n2"]))
+    n2.note_applied(6)
+    n2.note_predecessor(sender_epoch=4, committed_seq=9)
+    assert n2.committed_seq == 6
+    n2.adopt(config(9, ["n2"]))
+    assert n2.awaiting_lease
+    assert not n2.note_applied(7) and n2.committed_seq == 6
+
+
+def test_truncation_takes_back_what_was_committed_beyond_it():
+    n3 = ChainState("n3")
+    n3.adopt(config(1, ["n1", "n2", "n3"]))
+    n3.grant_lease(epoch=1, until=10.0)
+    n3.note_applied(8)
+    assert n3.committed_seq == 8
+    n3.note_truncated(6)  # the chain was restarted from a node whose log ends at 6
+    assert (n3.applied_seq, n3.committed_seq) == (6, 6)

@@ -125,10 +125,14 @@ def test_a_last_member_back_without_its_data_waits_for_the_operator(cluster):
     result = mboard(*restart, "n2")
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "restarted the chain from n2 at seq 7\n"
-    cluster.wait_chain(["n2", "n1"])
-    statuses = [cluster.node_status(name) for name in ("n2", "n1")]
-    assert [s.applied_seq for s in statuses] == [7, 7]
-    assert statuses[0].digest == statuses[1].digest
+    cluster.wait_chain(["n2", "n1"])  # n1 may be promoted just short of n2's log: wait
+
+    def converged():
+        statuses = [cluster.node_status(name) for name in ("n2", "n1")]
+        return statuses if [s.applied_seq for s in statuses] == [7, 7] else None
+
+    head, tail = cluster.wait_for(converged, what="n1 caught up with n2")
+    assert head.digest == tail.digest
 
     again = mboard(*restart, "n1")
     assert again.returncode == 1

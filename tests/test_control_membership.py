@@ -6,10 +6,11 @@ import pytest
 
 from mboard.control.membership import (
     ChainConfig,
-    ChainRunning,
     Membership,
     Node,
+    NotHeard,
     NotWaiting,
+    Refused,
     Saved,
 )
 
@@ -496,9 +497,53 @@ def test_the_operator_restarts_a_stalled_chain_from_a_waiting_node():
     assert m.committed_floor == 8
 
 
+def test_a_rising_commit_floor_is_saved_now_and_then():
+    disk = Disk()
+    m = chain_of(N1, disk=disk)
+    epoch = m.config.epoch
+    m.heartbeat("n1", epoch, applied_seq=0, committed_seq=0, subscribers=0, now=9.0)  # leased
+    saves = len(disk.saves)
+    m.heartbeat("n1", epoch, applied_seq=5, committed_seq=5, subscribers=0, now=10.0)
+    assert len(disk.saves) == saves + 1 and disk.saves[-1].committed_floor == 5
+    m.heartbeat("n1", epoch, applied_seq=9, committed_seq=9, subscribers=0, now=10.5)
+    assert len(disk.saves) == saves + 1  # at most one save a second
+    m.heartbeat("n1", epoch, applied_seq=9, committed_seq=9, subscribers=0, now=11.0)
+    assert len(disk.saves) == saves + 1  # nothing new
+    m.heartbeat("n1", epoch, applied_seq=12, committed_seq=12, subscribers=0, now=11.2)
+    assert len(disk.saves) == saves + 2 and disk.saves[-1].committed_floor == 12
+
+    # Site power loss: the control plane comes back too, and n1 with an emptied disk.
+    restarted = membership(saved=disk.saves[-1], started=50)
+    restarted.register(N1, applied_seq=0, now=50)
+    assert restarted.config.chain == ()
+
+
+def test_the_floor_counts_only_commits_a_member_holds():
+    m = chain_of(N1)  # a learner told commits beyond its log reports them as it joins
+    m.heartbeat("n1", m.config.epoch, applied_seq=6, committed_seq=9, subscribers=0, now=1)
+    assert m.committed_floor == 6
+
+
+def test_the_operator_must_pick_the_longest_log_and_one_we_heard_of():
+    disk = Disk()
+    m = chain_of(N1, disk=disk)
+    m.remove("n1", "n1 failed")
+    m.register(N2, applied_seq=6, now=2)
+    m.register(N3, applied_seq=8, now=3)
+    with pytest.raises(Refused, match=r"n3 holds more \(8 entries against 6\)"):
+        m.restart_from("n2")
+
+    restarted = membership(saved=disk.saves[-1], started=20)  # knows n2, n3: not their logs
+    with pytest.raises(NotHeard, match="n2, n3 not heard from yet"):
+        restarted.restart_from("n3")
+    for node_id, applied_seq in (("n2", 6), ("n3", 8)):
+        restarted.heartbeat(node_id, 0, applied_seq, 0, subscribers=0, now=21)
+    assert restarted.restart_from("n3") and ids(restarted.config.chain) == ["n3"]
+
+
 def test_restarting_the_chain_is_refused_while_it_runs_or_for_a_stranger():
     m = chain_of(N1, N2)
-    with pytest.raises(ChainRunning, match="head n1"):
+    with pytest.raises(Refused, match="head n1"):
         m.restart_from("n2")
     m.expire(now=FAILURE_TIMEOUT + 1)
     m.register(N3, applied_seq=0, now=10)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("mboard.control")
 
+FLOOR_SAVE_INTERVAL = 1.0  # seconds between saves of a rising commit floor
+
 
 @dataclass(frozen=True)
 class Node:
@@ -82,6 +84,7 @@ class Progress:
     applied_seq: int = 0
     committed_seq: int = 0
     subscribers: int = 0
+    heard: bool = True  # False for a persisted member not heard from since our start
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,16 @@ class MemberStatus:
     heartbeat_age_s: float
 
 
-class ChainRunning(Exception):
-    """The chain has members: there is nothing to restart."""
+class Refused(Exception):
+    """The chain cannot be restarted from that node now (the message says why)."""
 
 
 class NotWaiting(LookupError):
     """The node named is not one of those waiting for the chain."""
+
+
+class NotHeard(Exception):
+    """The node has not reported since this control plane started: its log is unknown."""
 
 
 @dataclass
@@ -144,6 +151,7 @@ class Membership:
     committed_floor: int = field(init=False)
     progress: dict[str, Progress] = field(init=False, default_factory=dict)
     _holder_grant: _Grant | None = field(init=False, default=None)
+    _floor_saved_at: float = field(init=False, default=float("-inf"))
     # Leases granted before a restart are unknown; all of them end before this time.
     _restart_fence: float = field(init=False, default=0.0)
 
@@ -158,7 +166,7 @@ class Membership:
         # Persisted members count as alive at start: they get a full failure_timeout to
         # heartbeat back in before they are removed.
         for node in self.config.members():
-            self.progress[node.node_id] = Progress(last_heartbeat=self.started)
+            self.progress[node.node_id] = Progress(last_heartbeat=self.started, heard=False)
 
     # ------------------------------------------------------------------ changes
 
@@ -182,8 +190,8 @@ class Membership:
                     log.warning(
                         "%s was in the chain last but holds seq %d, and the chain committed "
                         "seq %d: its data is gone, so it will not restart the chain. Restore "
-                        "its data directory, or start the chain from another node with "
-                        "`mboard restart-chain NODE` (its writes beyond that node's are lost)",
+                        "its data directory, or start the chain from the waiting node with "
+                        "the longest log: `mboard restart-chain NODE` (what it lacks is lost)",
                         node.node_id, applied_seq, self.committed_floor,
                     )  # fmt: skip
         self._reconfigure(chain, learners, why, survivors)
@@ -205,10 +213,12 @@ class Membership:
         progress.last_heartbeat = now
         progress.applied_seq = applied_seq
         progress.committed_seq = committed_seq
+        progress.heard = True
         # Only a chain member of this epoch speaks for the chain's current history: a
         # learner, or a stale heartbeat, may still report commits of a log given up since.
-        if epoch == self.config.epoch and any(n.node_id == node_id for n in self.config.chain):
-            self.committed_floor = max(self.committed_floor, committed_seq)
+        in_chain = any(n.node_id == node_id for n in self.config.chain)
+        if epoch == self.config.epoch and in_chain:
+            self._raise_floor(min(committed_seq, applied_seq), now)
         progress.subscribers = subscribers
         self.confirm(node_id, epoch)
         return HeartbeatAnswer(self.config, lease_s=self._grant_lease(node_id, now))
@@ -254,12 +264,23 @@ class Membership:
         """
         if self.config.chain:
             head = self.config.chain[0].node_id
-            raise ChainRunning(f"the chain is running (head {head}): nothing to restart")
+            raise Refused(f"the chain is running (head {head}): nothing to restart")
         node = next((n for n in self.config.learners if n.node_id == node_id), None)
         if node is None:
             waiting = ", ".join(n.node_id for n in self.config.learners) or "none"
             raise NotWaiting(f"{node_id} is not waiting for the chain (waiting: {waiting})")
-        applied_seq = self.progress[node_id].applied_seq
+        waiting = {n.node_id: self.progress[n.node_id] for n in self.config.learners}
+        unheard = sorted(n for n, progress in waiting.items() if not progress.heard)
+        if unheard:
+            raise NotHeard(f"{', '.join(unheard)} not heard from yet: how far their logs go is "
+                           "unknown; try again in a moment")  # fmt: skip
+        applied_seq = waiting[node_id].applied_seq
+        longest = max(waiting, key=lambda n: waiting[n].applied_seq)
+        if waiting[longest].applied_seq > applied_seq:
+            raise Refused(
+                f"{longest} holds more ({waiting[longest].applied_seq} entries against "
+                f"{applied_seq}): restart the chain from {longest}"
+            )
         log.warning(
             "the operator restarts the chain from %s, whose log ends at seq %d; the chain "
             "had committed at least seq %d",
@@ -342,6 +363,16 @@ class Membership:
         self.config = new
         self.survivors = survivors
         log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
+
+    def _raise_floor(self, committed_seq: int, now: float) -> None:
+        """A chain member committed ``committed_seq``. Saved now and then, not at every
+        heartbeat: any saved value keeps a node with an emptied disk from heading the chain."""
+        if committed_seq <= self.committed_floor:
+            return
+        self.committed_floor = committed_seq
+        if now - self._floor_saved_at >= FLOOR_SAVE_INTERVAL:
+            self.persist(Saved(self.config, self.lease_holder, self.survivors, committed_seq))
+            self._floor_saved_at = now
 
     def _grant_lease(self, node_id: str, now: float) -> float:
         tail = self.config.tail

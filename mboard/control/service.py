@@ -21,7 +21,14 @@ from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.config import ControlConfig
-from mboard.control.membership import ChainConfig, ChainRunning, Membership, Node, NotWaiting
+from mboard.control.membership import (
+    ChainConfig,
+    Membership,
+    Node,
+    NotHeard,
+    NotWaiting,
+    Refused,
+)
 from mboard.control.push import Pushers
 from mboard.control.store import Store
 
@@ -208,10 +215,12 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
         floor = self._membership.committed_floor
         try:
             self._controller.change(lambda: self._membership.restart_from(request.node_id))
-        except ChainRunning as exc:
+        except Refused as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except NotWaiting as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except NotHeard as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return cluster_pb2.RestartChainReply(
             config=config_proto(self._membership.config),
             applied_seq=self._membership.progress[request.node_id].applied_seq,

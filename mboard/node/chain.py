@@ -237,9 +237,15 @@ class ChainState:
         """A batch from the predecessor told us its epoch and commit point."""
         self._predecessor_word = (sender_epoch, committed_seq)
         self._check_barrier()
-        return self._commit(
-            min(committed_seq, self.applied_seq) if self.position.in_chain else committed_seq
-        )
+        # Never past our own log, learners included: a commit point beyond it may be of a
+        # history the chain gives up (mboard restart-chain), and would count entries we
+        # append later, under the same seqs, as committed.
+        return self._commit(min(committed_seq, self.applied_seq))
+
+    def note_truncated(self, applied_seq: int) -> None:
+        """Our log now ends at ``applied_seq``: nothing beyond it is committed here."""
+        self.applied_seq = applied_seq
+        self.committed_seq = min(self.committed_seq, applied_seq)
 
     def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
         """Take an ack from the successor; return True if it advanced the commit point."""

@@ -159,7 +159,7 @@ class NodeCore:
         def done(_: None) -> None:
             self.recent.clear()
             self.hub.close_all(f"{self.node_id} dropped entries the chain never committed")
-            self.state.applied_seq = self.board.applied_seq
+            self.state.note_truncated(self.board.applied_seq)
             self.last_epoch = self.board.last_epoch
 
         return self.storage.submit(lambda: self.board.truncate(to_seq), then=done)
