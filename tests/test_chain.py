@@ -425,3 +425,22 @@ def test_truncation_takes_back_what_was_committed_beyond_it():
     assert n3.committed_seq == 8
     n3.note_truncated(6)  # the chain was restarted from a node whose log ends at 6
     assert (n3.applied_seq, n3.committed_seq) == (6, 6)
+
+
+def test_a_promoted_learner_holds_the_commits_once_it_has_its_predecessors_in_this_epoch():
+    n2 = ChainState("n2")
+    n2.adopt(config(2, ["n1"], ["n2"]))
+    n2.note_applied(90)
+    n2.note_predecessor(sender_epoch=2, committed_seq=90)
+    n2.adopt(config(3, ["n1", "n2"]))
+    assert not n2.holds_committed()  # n1 may have committed more before it heard of epoch 3
+    n2.note_predecessor(sender_epoch=3, committed_seq=95)
+    assert not n2.holds_committed()
+    n2.note_applied(95)
+    assert n2.holds_committed()
+
+
+def test_a_head_holds_the_commits():
+    n1 = ChainState("n1")
+    n1.adopt(config(1, ["n1", "n2"]))
+    assert n1.holds_committed()

@@ -60,6 +60,7 @@ def chain_of(*nodes: Node, disk: Disk | None = None) -> Membership:
             assert m.caught_up(m.config.epoch, m.config.chain[-1].node_id, node.node_id)
     for member in m.config.chain:
         m.confirm(member.node_id, m.config.epoch)
+    m.unconfirmed.clear()  # a steady chain: its promoted members long since caught up
     assert ids(m.config.chain) == ids(nodes)
     return m
 
@@ -218,6 +219,7 @@ def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
     m.register(N3, applied_seq=0, now=0)
     beat(m, N1, now=0)
     m.caught_up(3, "n1", "n2")
+    beat(m, N2, now=0.5)  # n2 holds what n1 committed
     m.register(N1, applied_seq=0, now=1)
     m.remove("n3", "n3 left")
     beat(m, N2, now=1.5)
@@ -418,6 +420,42 @@ def test_tail_change_after_restart_waits_for_earlier_leases():
     after.remove("n2", "n2 left")
     assert beat(after, N1, now=100.5).lease_s == 0
     assert beat(after, N1, now=100.0 + LEASE).lease_s == LEASE
+
+
+# ------------------------------------------------------ a tail promoted moments ago
+
+
+def test_a_tail_promoted_moments_ago_is_not_left_heading_the_chain():
+    m = chain_of(N1, N2)
+    beat(m, N2, now=0)  # n2 holds the lease: it may hand over to a learner
+    promote(m, N3, now=1)  # n3 may still be receiving the last of what n2 committed
+    m.remove("n1", "failed")
+    assert ids(m.config.chain) == ["n2", "n3"]
+    m.remove("n2", "failed")  # n3 would head the chain with a log missing commits
+    assert m.config.chain == () and ids(m.config.learners) == ["n3"]
+    assert m.survivors == ("n2",)
+    m.register(N2, applied_seq=0, now=5)
+    assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n3"]
+
+
+def test_a_promoted_tail_that_holds_the_commits_may_head_the_chain():
+    m = chain_of(N1)
+    beat(m, N1, now=0)
+    promote(m, N2, now=1)
+    m.heartbeat("n2", m.config.epoch, 0, 0, subscribers=0, now=2, holds_committed=False)
+    m.heartbeat("n2", m.config.epoch - 1, 0, 0, subscribers=0, now=2, holds_committed=True)
+    assert "n2" in m.unconfirmed  # not yet, and not for an older configuration
+    m.heartbeat("n2", m.config.epoch, 0, 0, subscribers=0, now=3, holds_committed=True)
+    m.remove("n1", "failed")
+    assert ids(m.config.chain) == ["n2"]
+
+
+def test_its_predecessor_restarting_does_not_leave_it_heading_the_chain():
+    m = chain_of(N1)
+    beat(m, N1, now=0)
+    promote(m, N2, now=1)
+    m.register(N1, applied_seq=0, now=2)  # n1 restarted before its failure was noticed
+    assert ids(m.config.chain) == ["n1"] and ids(m.config.learners) == ["n2"]
 
 
 # --------------------------------------------------------------- total outage

@@ -150,6 +150,9 @@ class Membership:
     # not restart the chain: its successors would drop what they hold to match its log.
     committed_floor: int = field(init=False)
     progress: dict[str, Progress] = field(init=False, default_factory=dict)
+    # Learners promoted to tail (-> the epoch of that) that have not yet said they hold every
+    # entry their predecessor had committed: they may still be receiving the last of them.
+    unconfirmed: dict[str, int] = field(init=False, default_factory=dict)
     _holder_grant: _Grant | None = field(init=False, default=None)
     _floor_saved_at: float = field(init=False, default=float("-inf"))
     # Leases granted before a restart are unknown; all of them end before this time.
@@ -172,13 +175,10 @@ class Membership:
 
     def register(self, node: Node, applied_seq: int, now: float) -> bool:
         """A node starts (or restarts). Always a new configuration."""
-        chain = [n for n in self.config.chain if n.node_id != node.node_id]
-        learners = [n for n in self.config.learners if n.node_id != node.node_id]
         known = self.config.find(node.node_id) is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
-        survivors = self.survivors
-        if self.config.chain and not chain:  # the chain's sole member is back (see _remove)
-            survivors = (node.node_id,)
+        chain, learners, survivors = self._what_remains({node.node_id})
+        self.unconfirmed.pop(node.node_id, None)
         holds_commits = applied_seq >= self.committed_floor
         if not chain and (not survivors or node.node_id in survivors) and holds_commits:
             chain, survivors = [node], ()
@@ -206,6 +206,7 @@ class Membership:
         committed_seq: int,
         subscribers: int,
         now: float,
+        holds_committed: bool = True,
     ) -> HeartbeatAnswer:
         progress = self.progress.get(node_id)
         if progress is None:
@@ -214,6 +215,8 @@ class Membership:
         progress.applied_seq = applied_seq
         progress.committed_seq = committed_seq
         progress.heard = True
+        if holds_committed and epoch >= self.unconfirmed.get(node_id, epoch + 1):
+            del self.unconfirmed[node_id]
         # Only a chain member of this epoch speaks for the chain's current history: a
         # learner, or a stale heartbeat, may still report commits of a log given up since.
         in_chain = any(n.node_id == node_id for n in self.config.chain)
@@ -253,6 +256,7 @@ class Membership:
             f"{learner_id} caught up",
             self.survivors,
         )
+        self.unconfirmed[learner_id] = self.config.epoch
         return True
 
     def restart_from(self, node_id: str) -> bool:
@@ -288,6 +292,7 @@ class Membership:
         )  # fmt: skip
         self.committed_floor = applied_seq
         learners = [n for n in self.config.learners if n.node_id != node_id]
+        self.unconfirmed.clear()  # a new history: nothing committed is missing from it
         self._reconfigure([node], learners, f"restarted from {node_id} by the operator", ())
         return True
 
@@ -342,17 +347,37 @@ class Membership:
         node_ids &= self.progress.keys()
         if not node_ids:
             return False
-        chain = [n for n in self.config.chain if n.node_id not in node_ids]
-        learners = [n for n in self.config.learners if n.node_id not in node_ids]
-        # With the chain gone, learners stay learners: one that is behind would lose
-        # acknowledged writes if it became the chain. One of the last members restarts it.
-        survivors = self.survivors
-        if self.config.chain and not chain:
-            survivors = tuple(n.node_id for n in self.config.chain)
+        chain, learners, survivors = self._what_remains(node_ids)
         self._reconfigure(chain, learners, why, survivors)
         for node_id in node_ids:
             del self.progress[node_id]
+            self.unconfirmed.pop(node_id, None)
         return True
+
+    def _what_remains(self, gone: set[str]) -> tuple[list[Node], list[Node], tuple[str, ...]]:
+        """The chain and learners without ``gone``, and who may restart the chain if no one
+        is left in it.
+
+        With the chain gone, learners stay learners: one that is behind would lose
+        acknowledged writes if it became the chain; one of the last members restarts it. So
+        does a chain that a tail promoted moments ago would head before it said it holds
+        what its predecessors committed: it may lack some, and as head it would make every
+        node that comes back drop them.
+        """
+        chain = [n for n in self.config.chain if n.node_id not in gone]
+        learners = [n for n in self.config.learners if n.node_id not in gone]
+        head = chain[0] if chain else None
+        if head and head != self.config.chain[0] and head.node_id in self.unconfirmed:
+            log.warning(
+                "%s would head the chain but may lack entries its predecessors committed "
+                "(it was promoted moments ago): it waits for one of them",
+                head.node_id,
+            )
+            chain, learners = [], chain + learners
+        survivors = self.survivors
+        if self.config.chain and not chain:
+            survivors = tuple(n.node_id for n in self.config.chain if n not in learners)
+        return chain, learners, survivors
 
     def _reconfigure(
         self, chain: list[Node], learners: list[Node], why: str, survivors: tuple[str, ...]

@@ -163,6 +163,7 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             committed_seq=request.committed_seq,
             subscribers=request.subscribers,
             now=self._controller.clock(),
+            holds_committed=request.holds_committed,
         )
         return cluster_pb2.HeartbeatReply(
             config=config_proto(answer.config), lease_s=answer.lease_s, unknown=answer.unknown

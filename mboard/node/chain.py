@@ -247,6 +247,17 @@ class ChainState:
         self.applied_seq = applied_seq
         self.committed_seq = min(self.committed_seq, applied_seq)
 
+    def holds_committed(self) -> bool:
+        """Whether we hold every entry our predecessor said, in our epoch, was committed.
+
+        Always so in a running chain (commit happens downstream of it) except for a learner
+        promoted to tail moments ago, which may still be receiving the last of them.
+        """
+        if self.position.predecessor is None:
+            return True
+        word = self._predecessor_word
+        return word is not None and word[0] >= self.position.epoch and self.applied_seq >= word[1]
+
     def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
         """Take an ack from the successor; return True if it advanced the commit point."""
         self.successor_applied_seq = max(self.successor_applied_seq, ack.applied_seq)

@@ -78,6 +78,7 @@ class ControlLink:
         request = cluster_pb2.HeartbeatRequest(
             node_id=self.core.node_id, epoch=state.position.epoch, applied_seq=state.applied_seq,
             committed_seq=state.committed_seq, subscribers=len(self.core.hub),
+            holds_committed=state.holds_committed(),
         )  # fmt: skip
         sent_at = time.monotonic()  # a lease counts from when we asked for it
         try:
