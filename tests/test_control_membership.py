@@ -450,6 +450,40 @@ def test_a_promoted_tail_that_holds_the_commits_may_head_the_chain():
     assert ids(m.config.chain) == ["n2"]
 
 
+def test_a_tail_promoted_moments_ago_cannot_restart_the_chain_either():
+    m = chain_of(N1, N2)
+    beat(m, N2, now=0)
+    promote(m, N3, now=1)
+    m.expire(now=FAILURE_TIMEOUT + 2)  # all three cut off at once
+    assert m.config.chain == () and m.survivors == ("n1", "n2")
+    m.register(N3, applied_seq=0, now=10)
+    assert m.config.chain == ()
+
+
+def test_no_promotion_behind_a_tail_that_has_not_confirmed():
+    m = chain_of(N1)
+    beat(m, N1, now=0)
+    promote(m, N2, now=1)
+    m.confirm("n1", m.config.epoch)  # n1, no longer the tail, dropped its lease
+    m.heartbeat("n2", m.config.epoch, 0, 0, subscribers=0, now=1.5, holds_committed=False)
+    assert m.lease_holder == "n2"
+    m.register(N3, applied_seq=0, now=2)
+    assert not m.caught_up(m.config.epoch, "n2", "n3")
+    m.heartbeat("n2", m.config.epoch, 0, 0, subscribers=0, now=2.5, holds_committed=True)
+    assert m.caught_up(m.config.epoch, "n2", "n3")
+
+
+def test_after_a_restart_every_member_but_the_head_confirms_again():
+    disk = Disk()
+    chain_of(N1, N2, N3, disk=disk)
+    m = membership(saved=disk.saves[-1], started=20)
+    m.heartbeat("n2", m.config.epoch, 0, 0, subscribers=0, now=20.5, holds_committed=True)
+    m.remove("n1", "failed")
+    assert ids(m.config.chain) == ["n2", "n3"]  # n2 confirmed; n3 (not yet) is not the head
+    m.remove("n2", "failed")
+    assert m.config.chain == () and ids(m.config.learners) == ["n3"]
+
+
 def test_its_predecessor_restarting_does_not_leave_it_heading_the_chain():
     m = chain_of(N1)
     beat(m, N1, now=0)

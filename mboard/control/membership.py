@@ -170,6 +170,9 @@ class Membership:
         # heartbeat back in before they are removed.
         for node in self.config.members():
             self.progress[node.node_id] = Progress(last_heartbeat=self.started, heard=False)
+        # Who was promoted just before the restart is unknown: every member but the head
+        # says again, with its first heartbeat, that it holds what was committed.
+        self.unconfirmed = {n.node_id: self.config.epoch for n in self.config.chain[1:]}
 
     # ------------------------------------------------------------------ changes
 
@@ -243,6 +246,8 @@ class Membership:
         if epoch != config.epoch or not config.chain or not config.learners:
             return False
         if config.chain[-1].node_id != tail_id or config.learners[0].node_id != learner_id:
+            return False
+        if tail_id in self.unconfirmed:  # behind it, the learner could confirm what it lacks
             return False
         # The promoted learner commits at once (see ChainState.adopt): safe only behind a
         # tail that holds the lease, so that no other node can still serve reads. A tail
@@ -375,8 +380,12 @@ class Membership:
             )
             chain, learners = [], chain + learners
         survivors = self.survivors
-        if self.config.chain and not chain:
-            survivors = tuple(n.node_id for n in self.config.chain if n not in learners)
+        if self.config.chain and not chain:  # never empty: the head is never unconfirmed
+            survivors = tuple(
+                n.node_id
+                for n in self.config.chain
+                if n not in learners and n.node_id not in self.unconfirmed
+            )
         return chain, learners, survivors
 
     def _reconfigure(
