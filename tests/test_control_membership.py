@@ -606,7 +606,7 @@ def test_the_operator_must_pick_the_longest_log_and_one_we_heard_of():
         m.restart_from("n2")
 
     restarted = membership(saved=disk.saves[-1], started=20)  # knows n2, n3: not their logs
-    with pytest.raises(NotHeard, match="n2, n3 not heard from yet"):
+    with pytest.raises(NotHeard, match="not heard from n2, n3 yet"):
         restarted.restart_from("n3")
     for node_id, applied_seq in (("n2", 6), ("n3", 8)):
         restarted.heartbeat(node_id, 0, applied_seq, 0, subscribers=0, now=21)

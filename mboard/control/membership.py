@@ -281,8 +281,8 @@ class Membership:
         waiting = {n.node_id: self.progress[n.node_id] for n in self.config.learners}
         unheard = sorted(n for n, progress in waiting.items() if not progress.heard)
         if unheard:
-            raise NotHeard(f"{', '.join(unheard)} not heard from yet: how far their logs go is "
-                           "unknown; try again in a moment")  # fmt: skip
+            names = ", ".join(unheard)
+            raise NotHeard(f"not heard from {names} yet, so how far each log goes is unknown")
         applied_seq = waiting[node_id].applied_seq
         longest = max(waiting, key=lambda n: waiting[n].applied_seq)
         if waiting[longest].applied_seq > applied_seq:
