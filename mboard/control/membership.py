@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 log = logging.getLogger("mboard.control")
 
@@ -393,10 +394,15 @@ class Membership:
     ) -> None:
         old = self.config
         new = ChainConfig(old.epoch + 1, tuple(chain), tuple(learners))
-        self.persist(Saved(new, self.lease_holder, survivors, self.committed_floor))
+        self._save(config=new, survivors=survivors)
         self.config = new
         self.survivors = survivors
         log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
+
+    def _save(self, **changes: Any) -> None:
+        """Write the current state with ``changes`` (fields of Saved) before they take effect."""
+        current = Saved(self.config, self.lease_holder, self.survivors, self.committed_floor)
+        self.persist(replace(current, **changes))
 
     def _raise_floor(self, committed_seq: int, now: float) -> None:
         """A chain member committed ``committed_seq``. Saved now and then, not at every
@@ -405,7 +411,7 @@ class Membership:
             return
         self.committed_floor = committed_seq
         if now - self._floor_saved_at >= FLOOR_SAVE_INTERVAL:
-            self.persist(Saved(self.config, self.lease_holder, self.survivors, committed_seq))
+            self._save()
             self._floor_saved_at = now
 
     def _grant_lease(self, node_id: str, now: float) -> float:
@@ -417,7 +423,7 @@ class Membership:
                 return 0.0
             # Written before the first grant: after a restart, the holder may keep its
             # lease at once, everyone else waits until any earlier lease has run out.
-            self.persist(Saved(self.config, node_id, self.survivors, self.committed_floor))
+            self._save(lease_holder=node_id)
             self.lease_holder = node_id
         self._holder_grant = _Grant(at=now)
         return self.lease
