@@ -212,15 +212,20 @@ def usage_lines(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
 HELP_FLAGS = frozenset({"--help", "-h"})
 
 
+def usage_of(name: str) -> str | None:
+    """The usage and summary of command ``name``, or None if there is no such command."""
+    command = COMMANDS.get(name)
+    return None if command is None else f"usage: {command.usage}\n  {command.summary}"
+
+
 def help_for(words: Sequence[str]) -> str | None:
     """One command's usage when ``words`` ask for it (``post --help``), else None.
 
     Only the word right after the command asks: ``post 1 1 see --help`` posts that text.
     """
-    command = COMMANDS.get(words[0]) if words else None
-    if command is None or len(words) < 2 or words[1] not in HELP_FLAGS:
+    if len(words) < 2 or words[1] not in HELP_FLAGS:
         return None
-    return f"usage: {command.usage}\n  {command.summary}"
+    return usage_of(words[0])
 
 
 def parse(words: Sequence[str]) -> Invocation:

@@ -47,7 +47,8 @@ def run(config: ClientConfig, as_json: bool = False) -> int:
                 if words[0] in QUIT:
                     break
                 if words[0] == "help":
-                    click.echo(commands.help_for(words[1:2] + ["--help"]) or help_text())
+                    asked = words[1] if len(words) > 1 else ""
+                    click.echo(commands.usage_of(asked) or help_text())
                     continue
                 if (usage := commands.help_for(words)) is not None:
                     click.echo(usage)
