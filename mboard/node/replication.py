@@ -147,6 +147,7 @@ class Forwarder:
                 "streaming to %s from seq %d (epoch %d)", successor.node_id, plan.next_seq, epoch
             )
             acks = asyncio.create_task(self._read_acks(call))
+            acks.add_done_callback(lambda _: self._wake.set())  # the send loop must notice
             try:
                 await self._send_loop(call, plan.next_seq, acks)
             finally:
@@ -190,9 +191,7 @@ class Forwarder:
                 if pause:
                     await asyncio.sleep(pause)
                 continue
-            wake = asyncio.create_task(self._wait_wake())
-            await asyncio.wait([wake, acks], return_when=asyncio.FIRST_COMPLETED)
-            wake.cancel()
+            await self._wait_wake()
 
 
 async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
