@@ -8,6 +8,7 @@ topics and messages with unique names, so tests do not depend on each other or t
 from __future__ import annotations
 
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mboard import grpc_util
+from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 
 pytestmark = pytest.mark.timeout(300)
@@ -559,3 +561,41 @@ def test_servers_accept_the_keepalive_pings_our_channels_send() -> None:
     assert (
         server["grpc.http2.min_ping_interval_without_data_ms"] < channel["grpc.keepalive_time_ms"]
     )
+
+
+def test_services_go_in_as_generic_handlers_only() -> None:
+    """grpc.aio waits on one pending request per registered method for every call it takes
+    (an asyncio.wait over ~20 futures per write and read on a node); generic handlers cost
+    one, and still resolve every method."""
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    from mboard.api import cluster_pb2_grpc
+    from mboard.node.service import add_board_service
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.generic: list = []
+            self.registered: list[str] = []
+
+        def add_generic_rpc_handlers(self, handlers) -> None:
+            self.generic.extend(handlers)
+
+        def add_registered_method_handlers(self, service: str, _handlers) -> None:
+            self.registered.append(service)
+
+    server = Recorder()
+    add_board_service(server, core=None)
+    services = grpc_util.GenericOnly(server)
+    cluster_pb2_grpc.add_NodeServicer_to_server(cluster_pb2_grpc.NodeServicer(), services)
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), services)
+    assert server.registered == []
+
+    def resolves(method: str) -> bool:
+        details = types.SimpleNamespace(method=method, invocation_metadata=())
+        return any(handler.service(details) for handler in server.generic)
+
+    for service, name in [(pb, "MessageBoard"), (cluster_pb2, "Node")]:
+        descriptor = service.DESCRIPTOR.services_by_name[name]
+        for method in descriptor.methods:
+            assert resolves(f"/{descriptor.full_name}/{method.name}"), method.name
+    assert resolves("/grpc.health.v1.Health/Check")

@@ -37,8 +37,9 @@ async def _serve(config: ControlConfig, exit_with_parent: bool) -> None:
     try:
         controller = Controller(config, store)
         server = grpc_util.server()
-        cluster_pb2_grpc.add_ControlServicer_to_server(ControlService(controller), server)
-        pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller), server)
+        services = grpc_util.GenericOnly(server)
+        cluster_pb2_grpc.add_ControlServicer_to_server(ControlService(controller), services)
+        pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller), services)
         health_servicer = grpc_util.add_health_and_reflection(server, SERVICES)
         grpc_util.bind(server, config.listen, "control plane")
         metrics.serve(config.metrics.listen, controller.gauges())

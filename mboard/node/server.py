@@ -161,7 +161,7 @@ async def serve(
 
     server = grpc_util.server()
     add_board_service(server, core)
-    cluster_pb2_grpc.add_NodeServicer_to_server(NodeService(core), server)
+    cluster_pb2_grpc.add_NodeServicer_to_server(NodeService(core), grpc_util.GenericOnly(server))
     health = grpc_util.add_health_and_reflection(
         server,
         [

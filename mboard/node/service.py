@@ -121,8 +121,7 @@ class _EventsAsBytes:
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, handlers),)
-        )
-        self.server.add_registered_method_handlers(service, handlers)
+        )  # only generic: see grpc_util.GenericOnly
 
 
 def add_board_service(server: grpc.aio.Server, core: NodeCore) -> None:
