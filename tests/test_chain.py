@@ -440,6 +440,23 @@ def test_a_promoted_learner_holds_the_commits_once_it_has_its_predecessors_in_th
     assert n2.holds_committed()
 
 
+def test_a_promoted_learner_says_so_once_it_holds_the_commits():
+    n2 = ChainState("n2")
+    n2.adopt(config(2, ["n1"], ["n2"]))
+    n2.note_applied(90)
+    n2.note_predecessor(sender_epoch=2, committed_seq=90)
+    assert not n2.newly_confirmed()  # a learner has nothing to confirm
+    n2.adopt(config(3, ["n1", "n2"]))
+    assert not n2.newly_confirmed()
+    n2.note_predecessor(sender_epoch=3, committed_seq=92)
+    assert not n2.newly_confirmed()
+    n2.note_applied(92)
+    assert n2.newly_confirmed()
+    assert not n2.newly_confirmed()  # once per promotion
+    n2.adopt(config(4, ["n2"]))  # n1 removed: a head, but not newly promoted
+    assert n2.holds_committed() and not n2.newly_confirmed()
+
+
 def test_a_head_holds_the_commits():
     n1 = ChainState("n1")
     n1.adopt(config(1, ["n1", "n2"]))

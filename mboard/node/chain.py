@@ -189,6 +189,9 @@ class ChainState:
         # then a removed tail that is still alive (cut off, not dead) may serve reads that
         # must not miss an acknowledged write.
         self.awaiting_lease = False
+        # A learner just promoted into the chain: the control plane holds it "unconfirmed"
+        # (it may not head the chain) until a heartbeat says it holds_committed().
+        self.confirming = False
 
     # -------------------------------------------------------------- config
 
@@ -210,6 +213,7 @@ class ChainState:
             # someone else may have been tail and leased meanwhile.
             predecessor = new.predecessor.node_id if new.predecessor else None
             self.awaiting_lease = skipped or old_tail is None or predecessor != old_tail
+        self.confirming = old.role == "learner" and new.in_chain
         if new.predecessor != old.predecessor:
             self._predecessor_word = None
         if new.successor != old.successor:
@@ -257,6 +261,14 @@ class ChainState:
             return True
         word = self._predecessor_word
         return word is not None and word[0] >= self.position.epoch and self.applied_seq >= word[1]
+
+    def newly_confirmed(self) -> bool:
+        """True once after a promotion, when holds_committed() first holds: the control
+        plane should hear it now rather than at the next heartbeat."""
+        if self.confirming and self.holds_committed():
+            self.confirming = False
+            return True
+        return False
 
     def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
         """Take an ack from the successor; return True if it advanced the commit point."""

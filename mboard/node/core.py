@@ -178,6 +178,7 @@ class NodeCore:
         self.last_epoch = last.epoch
         if self.state.note_applied(last.seq):
             self._on_commit()
+        self._confirm_promotion()
         self.forwarder.wake()
         self._want_ack()
 
@@ -191,6 +192,12 @@ class NodeCore:
     def on_predecessor_word(self, sender_epoch: int, committed_seq: int) -> None:
         if self.state.note_predecessor(sender_epoch, committed_seq):
             self._on_commit()
+        self._confirm_promotion()
+
+    def _confirm_promotion(self) -> None:
+        # Until the control plane hears it, a chain this node would head must wait.
+        if self.state.newly_confirmed() and self.control:
+            self.control.beat_soon()
 
     def on_successor_ack(self, ack: cluster_pb2.Ack) -> None:
         if self.state.note_successor_ack(ack):
