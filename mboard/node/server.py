@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -206,4 +207,9 @@ async def serve(
 
 def run(config: NodeConfig, exit_with_parent: bool = False) -> None:
     """Blocking entry point for ``mboard node``."""
+    # What is loaded by now (modules, grpc, peewee, protobuf) lives as long as the process:
+    # keep it out of the full collections. Measured under the subscriber bench, they stalled
+    # every node's event loop for 11-33 ms a few times in 10 s; 0.7-1 ms with this.
+    gc.collect()
+    gc.freeze()
     grpc_util.run(serve(config, exit_with_parent=exit_with_parent))
