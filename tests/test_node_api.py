@@ -17,13 +17,15 @@ from typing import TypeVar
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+from grpc_health.v1 import health, health_pb2_grpc
 from harness import POLL_INTERVAL, Cluster
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mboard import grpc_util
-from mboard.api import cluster_pb2
+from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
+from mboard.node.service import add_board_service
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -567,10 +569,6 @@ def test_services_go_in_as_generic_handlers_only() -> None:
     """grpc.aio waits on one pending request per registered method for every call it takes
     (an asyncio.wait over ~20 futures per write and read on a node); generic handlers cost
     one, and still resolve every method."""
-    from grpc_health.v1 import health, health_pb2_grpc
-
-    from mboard.api import cluster_pb2_grpc
-    from mboard.node.service import add_board_service
 
     class Recorder:
         def __init__(self) -> None:
