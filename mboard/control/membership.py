@@ -275,7 +275,7 @@ class Membership:
         if self.config.chain:
             head = self.config.chain[0].node_id
             raise Refused(f"the chain is running (head {head}): nothing to restart")
-        node = next((n for n in self.config.learners if n.node_id == node_id), None)
+        node = self.config.find(node_id)  # with no chain, every member is waiting
         if node is None:
             waiting = ", ".join(n.node_id for n in self.config.learners) or "none"
             raise NotWaiting(f"{node_id} is not waiting for the chain (waiting: {waiting})")
