@@ -109,7 +109,7 @@ def like(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
 
 def messages(board: Board, topic_id: int, from_id: int = 0, limit: int = 0) -> list[pb.Message]:
     page = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
-    return list(page.messages)
+    return list(pb.GetMessagesResponse.FromString(page).messages)
 
 
 def read_error(board: Board, read: Callable[[], object]) -> BoardError:
@@ -336,6 +336,40 @@ def test_get_messages_pages(open_board: OpenBoard) -> None:
         walked += page
         start = page[-1] + 1
     assert walked == [i for i in general if i != 5]
+
+
+def test_a_page_is_byte_for_byte_what_protobuf_writes(open_board: OpenBoard) -> None:
+    # Pages are joined from stored messages: it must not matter how long a message is
+    # (its length takes 1, 2 or 3 bytes) or whether it was liked or edited since.
+    board = open_board(max_text_length=20_000)
+    user(board, "Alice")
+    user(board, "Bob")
+    topic(board, "General")
+    posted = [ok(post(board, 1, 1, text)) for text in ("short", "x" * 200, "y" * 17_000)]
+    liked = ok(like(board, 1, 1, 2))
+    edited = ok(update(board, 1, 2, 1, "é" * 100))
+    expected = pb.GetMessagesResponse(messages=[liked, edited, posted[2]])
+    page = board.storage.run_sync(lambda: board.get_messages(1, 0, 0))
+    assert page == expected.SerializeToString()
+    assert pb.GetMessagesResponse.FromString(page) == expected
+
+
+def test_a_database_from_before_stored_pages_is_upgraded(open_board: OpenBoard) -> None:
+    board = open_board()
+    user(board, "Alice")
+    topic(board, "General")
+    posted = [ok(post(board, 1, 1, f"m{i}")) for i in range(3)]
+    liked = ok(like(board, 1, 2, 1))
+    # What an older mboard wrote: no stored messages.
+    board.storage.run_sync(
+        lambda: board.storage.connection().execute("ALTER TABLE messages DROP COLUMN wire")
+    )
+    board.storage.close()
+
+    reopened = open_board()
+    assert messages(reopened, 1) == [posted[0], liked, posted[2]]
+    assert ok(post(reopened, 1, 1, "after")).id == 4
+    assert [m.text for m in messages(reopened, 1)] == ["m0", "m1", "m2", "after"]
 
 
 def test_snapshot_pages_show_the_messages_posted_by_the_first_page(forum: Board) -> None:
@@ -600,6 +634,7 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
         )
         page = await storage.read(lambda: board.get_messages(1, 0, 0))
         storage.close()  # while the loop the threads report to still runs
+        page = pb.GetMessagesResponse.FromString(page)
         return failed, [after.result.id, *(m.id for m in page.messages)]
 
     failed, ids = asyncio.run(scenario())

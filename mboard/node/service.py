@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import empty_pb2
+from google.protobuf.message import Message as ProtoMessage
 
 from mboard.api import cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
@@ -94,30 +95,31 @@ class BoardService(pb_grpc.MessageBoardServicer):
         return await self._read(lambda: self.core.board.get_user(request.user_id), context)
 
 
-def _event_bytes(event: pb.MessageEvent | bytes) -> bytes:
-    return event if isinstance(event, bytes) else event.SerializeToString()
+def _as_bytes(reply: ProtoMessage | bytes) -> bytes:
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
-class _EventsAsBytes:
-    """Stands in for the server while the generated code registers MessageBoard, and
-    swaps SubscribeTopic's serializer for one that passes bytes through: the hub
-    serializes each event once for all of its subscribers."""
+# Methods whose replies the node serializes itself: the hub serializes each event once for
+# all of its subscribers, and a page of messages is joined from stored bytes (board.page_of).
+PRESERIALIZED = ("SubscribeTopic", "GetMessages")
 
-    def __init__(self, server: grpc.aio.Server, servicer: BoardService) -> None:
+
+class _Preserialized:
+    """Stands in for the server while the generated code registers MessageBoard, and gives
+    the PRESERIALIZED methods a serializer that passes bytes through."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
         self.server = server
-        self.servicer = servicer
 
     def add_generic_rpc_handlers(self, handlers) -> None:
-        pass  # registered below, with the swapped handler
+        pass  # registered below, with the swapped serializers
 
     def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
         handlers = {
-            **handlers,
-            "SubscribeTopic": grpc.unary_stream_rpc_method_handler(
-                self.servicer.SubscribeTopic,
-                request_deserializer=pb.SubscribeTopicRequest.FromString,
-                response_serializer=_event_bytes,
-            ),
+            name: handler._replace(response_serializer=_as_bytes)
+            if name in PRESERIALIZED
+            else handler
+            for name, handler in handlers.items()
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, handlers),)
@@ -126,8 +128,7 @@ class _EventsAsBytes:
 
 def add_board_service(server: grpc.aio.Server, core: NodeCore) -> None:
     """Serve the public MessageBoard API of ``core`` on ``server``."""
-    servicer = BoardService(core)
-    pb_grpc.add_MessageBoardServicer_to_server(servicer, _EventsAsBytes(server, servicer))
+    pb_grpc.add_MessageBoardServicer_to_server(BoardService(core), _Preserialized(server))
 
 
 class NodeService(cluster_pb2_grpc.NodeServicer):

@@ -74,6 +74,9 @@ class Message(BaseModel):
     likes = IntegerField(default=0)
     # Deleted messages stay as tombstones so ids are never reused.
     deleted = BooleanField(default=False)
+    # The message as it is now, serialized (pb.Message): a page of GetMessages is these
+    # joined, with no protobuf work on the tail's hottest read.
+    wire = BlobField()
 
     class Meta:
         table_name = "messages"
