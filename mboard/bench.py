@@ -1,18 +1,23 @@
 """``mboard bench``: a bounded load on a running cluster, through the client library.
 
-The phases run one after another, so each figure is clean:
+Setup makes a fresh user and topic, posts a warm-up message and opens the subscribers
+(``--subscribers``); a subscriber is ready once the warm-up post reached it. Then the phases
+run, one at a time so each figure is clean:
 
-1. setup: a fresh user and topic, one warm-up post, and the subscribers (``--subscribers``);
-   a subscriber is ready once the warm-up post reached it, and writing starts when all are.
-2. write: N writers post for ``duration`` seconds while the subscribers listen; then the
-   subscribers drain, and each must have received every acknowledged post.
-3. read: N readers page through the topic (GetMessages, limit 10) for ``duration`` seconds.
-4. echo (``--baseline``): a bare grpc.aio echo server in a child process, driven with the
-   writers' concurrency the same way: the machine's gRPC ceiling, which the project's
-   performance targets are stated against.
+- write: N writers post while the subscribers listen; each subscriber must receive every
+  acknowledged post (checked at the end).
+- read: N readers page through the topic (GetMessages, limit 10).
+- echo (``--baseline``): a bare grpc.aio echo server in a child process, driven with the
+  writers' concurrency the same way: the machine's gRPC ceiling, which the project's
+  performance targets are stated against.
+
+Each phase gets ``duration`` seconds in all, cut into rounds of about ``ROUND_S`` that take
+turns (write, read, echo, write, ...): a machine whose speed drifts during the run (a shared
+virtual machine) then slows every phase alike, and the ratios against the echo hold. After
+each write round the subscribers catch up before the next phase starts.
 
 Every loop is bounded in time and in count. Errors are counted, never fatal. The first Ctrl+C
-ends the current phase, skips the rest and reports what was measured (a second one aborts).
+ends the current round, skips the rest and reports what was measured (a second one aborts).
 Latencies are client-side: from sending the call to its answer, retries included. An event's
 latency is from ``event_at`` (stamped by the head when it accepted the write) to the moment
 the subscriber got it, both on this machine's wall clock: it covers replication, commit,
@@ -49,6 +54,7 @@ SETUP_TIMEOUT_S = 30.0  # subscribers ready, echo server started
 DRAIN_TIMEOUT_S = 15.0  # subscribers catching up after the write phase
 STOP_TIMEOUT_S = 5.0
 PROGRESS_EVERY_S = 0.5
+ROUND_S = 2.0  # the length a phase's rounds aim at (see the module docstring)
 POLL_S = 0.05
 STEAL_NOTE = 0.02  # steal share of the CPU from which the table points it out
 
@@ -68,6 +74,11 @@ class Settings:
     duration: float = 10.0
     baseline: bool = False
     timeout: float = 10.0  # the client's deadline for one call, retries included
+    rounds: int | None = None  # None: about one per ROUND_S of duration
+
+    @property
+    def round_count(self) -> int:
+        return self.rounds or max(1, round(self.duration / ROUND_S))
 
 
 class Interrupted(Exception):
@@ -75,34 +86,41 @@ class Interrupted(Exception):
 
 
 class Phase:
-    """One phase's measurements: each success's latency and completion time, errors by code."""
+    """One phase's measurements over its rounds: each success's latency, errors by code."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.latencies = array("d")  # seconds, one per successful operation
-        self.acked_at = array("d")  # perf_counter at each success, in completion order
         self.errors: Counter[str] = Counter()
         self.started = 0  # operations begun (the count bound)
-        self.began = 0.0
-        self.ended = 0.0  # when the last operation finished (success or error)
+        self.rounds = 0
+        self.elapsed = 0.0  # seconds: each round's start to the end of its last operation
+        self.longest_gap: float | None = None  # between two successes in one round
         self.cpu = 0.0  # this process's CPU seconds during the phase
-        self.steal: float | None = None  # share of the machine's CPU its hypervisor kept
+        self.machine: tuple[int, int] | None = None  # (stolen, all) CPU ticks of its rounds
+
+    @property
+    def ran(self) -> bool:
+        return self.rounds > 0
 
     @property
     def ops(self) -> int:
         return len(self.latencies)
 
     @property
-    def elapsed(self) -> float:
-        return max(self.ended - self.began, 0.0)
-
-    @property
     def rate(self) -> float:
         return self.ops / self.elapsed if self.elapsed > 0 else 0.0
 
-    def max_gap(self) -> float | None:
-        """The longest time between two successive successes (a failover shows here)."""
-        return max((b - a for a, b in pairwise(self.acked_at)), default=None)
+    @property
+    def steal(self) -> float | None:
+        """The share of the machine's CPU its hypervisor kept during this phase."""
+        return steal_share((0, 0), self.machine) if self.machine else None
+
+    def add_machine(self, before: tuple[int, int] | None, after: tuple[int, int] | None) -> None:
+        if before is None or after is None:
+            return  # not Linux
+        stolen, ticks = self.machine or (0, 0)
+        self.machine = (stolen + after[0] - before[0], ticks + after[1] - before[1])
 
     def summary(self) -> str:
         p50, p99 = percentiles(self.latencies)
@@ -142,6 +160,7 @@ class _Events:
         self.count = 0
         self.latencies = array("d")  # seconds from event_at to receipt
         self.last_at = 0.0  # perf_counter of the latest event
+        self.active = 0.0  # seconds from each write round's start to its last event
         self.resumes = 0  # times a subscription moved or resumed (library on_move)
 
 
@@ -203,41 +222,59 @@ async def _bench(
         asyncio.create_task(_listen(client, user.id, topic.id, listener, events, errors))
         for listener in listeners
     ]
-    writes = Phase("write")
+    writes, reads = Phase("write"), Phase("read")
+    echo = Phase("echo") if settings.baseline else None
     acked_ids = array("q")  # the ids of the acknowledged posts
 
     async def write(worker: int, number: int) -> None:
         message = await client.post(topic.id, user.id, f"bench {worker}-{number}")
         acked_ids.append(message.id)
 
+    async def read(_worker: int, _number: int) -> None:
+        start = random.choice(acked_ids) if acked_ids else 0
+        await client.get_messages(topic.id, from_message_id=start, limit=READ_LIMIT)
+
     def events_so_far() -> str:
         return f", {events.count:,} events" if listeners else ""
 
+    drained = True
+    rounds = settings.round_count
+    seconds = settings.duration / rounds
     try:
-        if listeners:
-            await _wait_ready(listeners, stop, progress, errors)
-        if not stop.is_set():
-            await _run_phase(
-                writes, settings, settings.writers, write, stop, progress, events_so_far
-            )
-        drained = await _drain(listeners, acked_ids, stop, progress)
+        async with contextlib.AsyncExitStack() as stack:
+            if listeners:
+                await _wait_ready(listeners, stop, progress, errors)
+            echo_call = await _echo_operation(echo, settings, stack) if echo else None
+            for number in range(1, rounds + 1):
+                if stop.is_set():
+                    break
+                label = f" {number}/{rounds}" if rounds > 1 else ""
+                began = time.perf_counter()
+                await _run_round(
+                    writes, settings, seconds, settings.writers, write, stop, progress,
+                    label, events_so_far,
+                )  # fmt: skip
+                drained = await _drain(listeners, acked_ids, stop, progress)
+                events.active += max(events.last_at - began, 0.0)
+                if stop.is_set():
+                    break
+                await _run_round(
+                    reads, settings, seconds, settings.readers, read, stop, progress, label
+                )
+                if echo_call and not stop.is_set():
+                    await _run_round(
+                        echo, settings, seconds, settings.writers, echo_call, stop, progress,
+                        label,
+                    )  # fmt: skip
     finally:
         for task in listening:
             task.cancel()
         await asyncio.gather(*listening, return_exceptions=True)
     missed = sum(listener.missed(acked_ids) for listener in listeners) if drained else None
 
-    async def read(_worker: int, _number: int) -> None:
-        start = random.choice(acked_ids) if acked_ids else 0
-        await client.get_messages(topic.id, from_message_id=start, limit=READ_LIMIT)
-
-    reads = Phase("read")
-    if not stop.is_set():
-        await _run_phase(reads, settings, settings.readers, read, stop, progress)
-    echo = Phase("echo") if settings.baseline else None
-    if echo is not None and not stop.is_set():
-        await _baseline(echo, settings, stop, progress)
-
+    for phase in (writes, reads, echo):
+        if phase is not None and phase.ran:
+            progress.line(phase.summary())
     for phase in (writes, reads, echo):
         if phase is not None:
             errors.update({f"{phase.name} {code}": n for code, n in phase.errors.items()})
@@ -261,50 +298,54 @@ async def _unless_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T:
     return work.result()
 
 
-async def _run_phase(
+async def _run_round(
     phase: Phase,
     settings: Settings,
+    seconds: float,
     concurrency: int,
     operation: Callable[[int, int], Awaitable[None]],
     stop: asyncio.Event,
     progress: Progress,
+    label: str = "",
     extra: Callable[[], str] | None = None,
 ) -> None:
-    """Run ``operation(worker, number)`` in ``concurrency`` loops for ``settings.duration``.
+    """One round of ``phase``: ``operation(worker, number)`` in ``concurrency`` loops for
+    ``seconds``; what it measures adds to ``phase``.
 
     After the deadline no operation starts, and the ones in flight may finish (a call gives
     up by itself after ``settings.timeout``); Ctrl+C cancels them at once, uncounted.
     """
     clock = time.perf_counter
-    phase.began = phase.ended = clock()
-    deadline = phase.began + settings.duration
+    began = ended = clock()
+    deadline = began + seconds
     cpu_before = time.process_time()
     machine_before = machine_cpu()
+    acked_at = array("d")  # perf_counter at each success, in completion order
 
     async def worker(index: int) -> None:
-        number = 0
+        nonlocal ended
         while not stop.is_set() and clock() < deadline and phase.started < MAX_OPS_PER_PHASE:
             phase.started += 1
-            number += 1
-            began = clock()
+            number = phase.started
+            started = clock()
             try:
                 await operation(index, number)
             except BoardError as exc:
                 phase.errors[exc.code.name] += 1
-                phase.ended = clock()
+                ended = clock()
                 continue
-            phase.ended = done = clock()
-            phase.latencies.append(done - began)
-            phase.acked_at.append(done)
+            ended = done = clock()
+            phase.latencies.append(done - started)
+            acked_at.append(done)
 
     async def show_progress() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
-            elapsed = clock() - phase.began
+            elapsed = clock() - began
             progress.show(
-                f"{phase.name}: {min(elapsed, settings.duration):.1f}/{settings.duration:g} s, "
-                f"{phase.ops:,} ok, {phase.ops / elapsed:,.0f}/s, "
-                f"{sum(phase.errors.values())} errors{extra() if extra else ''}"
+                f"{phase.name}{label}: {min(elapsed, seconds):.1f}/{seconds:g} s, "
+                f"{phase.ops:,} ok, {sum(phase.errors.values())} errors"
+                f"{extra() if extra else ''}"
             )
 
     workers = [asyncio.create_task(worker(index)) for index in range(concurrency)]
@@ -314,7 +355,7 @@ async def _run_phase(
     try:
         await asyncio.wait(
             [everyone, stopped],
-            timeout=settings.duration + settings.timeout + STOP_TIMEOUT_S,
+            timeout=seconds + settings.timeout + STOP_TIMEOUT_S,
             return_when=asyncio.FIRST_COMPLETED,
         )
     finally:
@@ -324,9 +365,13 @@ async def _run_phase(
     for task in workers:
         if not task.cancelled() and task.exception():
             raise task.exception()  # a worker's unexpected exception: a bug, not a figure
-    phase.cpu = time.process_time() - cpu_before
-    phase.steal = steal_share(machine_before, machine_cpu())
-    progress.line(phase.summary())
+    phase.rounds += 1
+    phase.elapsed += ended - began
+    gap = max((b - a for a, b in pairwise(acked_at)), default=None)
+    if gap is not None:
+        phase.longest_gap = max(gap, phase.longest_gap or 0.0)
+    phase.cpu += time.process_time() - cpu_before
+    phase.add_machine(machine_before, machine_cpu())
 
 
 def machine_cpu() -> tuple[int, int] | None:
@@ -426,30 +471,33 @@ async def _drain(
 # ------------------------------------------------------------------------- baseline
 
 
-async def _baseline(
-    phase: Phase, settings: Settings, stop: asyncio.Event, progress: Progress
-) -> None:
-    """Drive a bare echo server exactly like the writers drive the head."""
+async def _echo_operation(
+    phase: Phase, settings: Settings, stack: contextlib.AsyncExitStack
+) -> Callable[[int, int], Awaitable[None]] | None:
+    """Start the bare echo server for the run (it stops with ``stack``) and return the
+    operation that drives it like the writers drive the head; None if it could not start
+    (counted as the phase's error)."""
     try:
-        async with _echo_server() as address:
-            channel = grpc_util.channel(address)
-            call = channel.unary_unary(ECHO_METHOD)  # bytes in, bytes out
-
-            async def echo(_worker: int, _number: int) -> None:
-                try:
-                    await call(ECHO_PAYLOAD, timeout=settings.timeout)
-                except grpc.aio.AioRpcError as exc:
-                    raise BoardError.of(exc) from None
-
-            try:
-                await echo(0, 0)  # connect before the clock starts
-                await _run_phase(phase, settings, settings.writers, echo, stop, progress)
-            except BoardError as exc:
-                phase.errors[exc.code.name] += 1
-            finally:
-                await channel.close()
+        address = await stack.enter_async_context(_echo_server())
     except OSError as exc:
         phase.errors[f"server did not start ({exc})"] += 1
+        return None
+    channel = grpc_util.channel(address)
+    stack.push_async_callback(channel.close)
+    call = channel.unary_unary(ECHO_METHOD)  # bytes in, bytes out
+
+    async def echo(_worker: int, _number: int) -> None:
+        try:
+            await call(ECHO_PAYLOAD, timeout=settings.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise BoardError.of(exc) from None
+
+    try:
+        await echo(0, 0)  # connect before the clock starts
+    except BoardError as exc:
+        phase.errors[exc.code.name] += 1
+        return None
+    return echo
 
 
 @contextlib.asynccontextmanager
@@ -548,15 +596,16 @@ def results(
         "readers": settings.readers,
         "subscribers": settings.subscribers,
         "duration_s": settings.duration,
+        "rounds": settings.round_count,
         "interrupted": interrupted,
     }
     out.update(_phase_figures("write", "writes", writes))
-    out["max_write_gap_ms"] = _ms(writes.max_gap())
+    out["max_write_gap_ms"] = _ms(writes.longest_gap)
     out.update(_phase_figures("read", "reads", reads))
     if events is not None:
         p50, p99 = percentiles(events.latencies)
-        span = events.last_at - writes.began
         out["events"] = events.count
+        span = events.active
         out["events_per_s"] = round(events.count / span, 1) if events.count and span > 0 else 0.0
         out["event_p50_ms"], out["event_p99_ms"] = _ms(p50), _ms(p99)
         out["missed_events"] = missed
@@ -565,7 +614,7 @@ def results(
         out.update(_phase_figures("echo", "echo_calls", echo))
         ceiling = echo.rate
         for plural, phase in (("writes", writes), ("reads", reads)):
-            ratio = phase.rate / ceiling if ceiling and phase.began else None
+            ratio = phase.rate / ceiling if ceiling and phase.ran else None
             out[f"{plural}_vs_echo"] = None if ratio is None else round(ratio, 3)
     out["errors"] = sum(errors.values())
     out["error_kinds"] = dict(errors)
@@ -581,7 +630,7 @@ def results(
 
 def _phase_figures(name: str, plural: str, phase: Phase) -> dict[str, Any]:
     """Count, rate and latency of one phase; all None if it never ran (Ctrl+C came first)."""
-    ran = phase.began > 0
+    ran = phase.ran
     p50, p99 = percentiles(phase.latencies)
     return {
         plural: phase.ops if ran else None,
@@ -599,6 +648,10 @@ def _ms_text(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
+def _in_rounds(rounds: int) -> str:
+    return f" in {rounds} rounds" if rounds > 1 else ""
+
+
 def format_table(figures: dict[str, Any]) -> str:
     """The results for people: one row per measured stream, then the checks."""
 
@@ -608,7 +661,8 @@ def format_table(figures: dict[str, Any]) -> str:
     cpu = figures.get("client_cpu", {})
     head = (
         f"mboard bench: {figures['writers']} writers, {figures['readers']} readers, "
-        f"{figures['subscribers']} subscribers, {figures['duration_s']:g} s per phase, "
+        f"{figures['subscribers']} subscribers, {figures['duration_s']:g} s per phase"
+        f"{_in_rounds(figures.get('rounds', 1))}, "
         f"control {figures['control']}" + (" (interrupted)" if figures["interrupted"] else "")
     )
     columns = f"{'':8}{'count':>10}{'per s':>12}{'p50 ms':>10}{'p99 ms':>10}{'vs echo':>9}"

@@ -368,7 +368,14 @@ async def _restart_chain(config: ClientConfig, node_id: str) -> cluster_pb2.Rest
     default=10.0,
     show_default=True,
     metavar="S",
-    help="Seconds per phase.",
+    help="Seconds per phase, in all.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 1000),
+    default=None,
+    metavar="N",
+    help="Rounds the phases take turns in (default: one per ~2 s of --duration).",
 )
 @click.option("--baseline", is_flag=True, help="Also measure a bare gRPC echo server: the ceiling.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
@@ -379,6 +386,7 @@ def bench(
     readers: int,
     subscribers: int,
     duration: float,
+    rounds: int | None,
     baseline: bool,
     as_json: bool,
     serve_echo: bool,
@@ -391,7 +399,7 @@ def bench(
         return
     config = client_config(None, control, None)
     settings = benchmark.Settings(
-        config.control, writers, readers, subscribers, duration, baseline, config.timeout
+        config.control, writers, readers, subscribers, duration, baseline, config.timeout, rounds
     )
     try:
         figures = grpc_util.run(benchmark.run(settings, benchmark.Progress()))

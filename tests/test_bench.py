@@ -3,6 +3,7 @@ Ctrl+C ends a run early but still reports what it measured. Never asserts on spe
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -34,6 +35,27 @@ def bench_figures(cluster: Cluster) -> dict:
     return objects[0]
 
 
+def bench_topic(cluster: Cluster) -> int:
+    """The id of the topic the bench made for itself (from its setup line)."""
+    bench = cluster.processes["bench"]
+    setup = cluster.wait_for(
+        lambda: re.search(r"setup: user \d+, topic (\d+)", bench.log()), START_TIMEOUT, "setup"
+    )
+    return int(setup.group(1))
+
+
+def all_messages(cluster: Cluster, node: str, topic_id: int) -> list[pb.Message]:
+    """Every message of the topic, page by page."""
+    messages: list[pb.Message] = []
+    while True:
+        start = messages[-1].id + 1 if messages else 0
+        request = pb.GetMessagesRequest(topic_id=topic_id, from_message_id=start)
+        page = cluster.board(node).GetMessages(request, timeout=2).messages
+        if not page:
+            return messages
+        messages += page
+
+
 def wait_exit(cluster: Cluster, timeout: float = RUN_TIMEOUT) -> int:
     return cluster.processes["bench"].popen.wait(timeout)
 
@@ -42,8 +64,8 @@ def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
     cluster.start_chain(["n1", "n2", "n3"])
     spawn_bench(
         cluster,
-        *("--duration", "1", "--writers", "4", "--readers", "4", "--subscribers", "2"),
-        "--baseline",
+        *("--duration", "2", "--rounds", "2", "--writers", "4", "--readers", "4"),
+        *("--subscribers", "2", "--baseline"),
     )
     assert wait_exit(cluster) == 0, cluster.logs()
     figures = bench_figures(cluster)
@@ -69,16 +91,24 @@ def test_bench_measures_every_figure_on_a_three_node_chain(cluster):
     assert all(0 <= share <= 1 for share in figures["cpu_steal"].values())
     # The bench wrote through the chain: every replica holds its messages.
     assert len({cluster.node_status(name).digest for name in ("n1", "n2", "n3")}) == 1
+    # In two rounds: the posts came in two bursts, a read round and an echo round apart
+    # (1 s each), and the phases' times add up over their rounds.
+    assert figures["rounds"] == 2
+    posted = all_messages(cluster, "n3", bench_topic(cluster))
+    assert len(posted) == figures["writes"] + 1  # and the warm-up post
+    times = [m.created_at.ToNanoseconds() / 1e9 for m in posted[1:]]
+    assert max(b - a for a, b in itertools.pairwise(times)) >= 1.5
+    assert figures["writes"] / figures["writes_per_s"] == pytest.approx(2, abs=0.3)
 
 
 def test_ctrl_c_ends_the_run_early_and_still_reports(cluster):
     cluster.start_chain(["n1"])
-    spawn_bench(cluster, "--duration", "600", "--writers", "4", "--subscribers", "1", "--baseline")
-    bench = cluster.processes["bench"]
-    setup = cluster.wait_for(
-        lambda: re.search(r"setup: user \d+, topic (\d+)", bench.log()), START_TIMEOUT, "setup"
+    spawn_bench(
+        cluster,
+        *("--duration", "600", "--rounds", "1", "--writers", "4", "--subscribers", "1"),
+        "--baseline",
     )
-    topic_id = int(setup.group(1))
+    topic_id = bench_topic(cluster)
 
     def posted() -> int:
         request = pb.GetMessagesRequest(topic_id=topic_id, limit=0)
