@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
-from mboard.node.board import Board, BoardError, Outcome, ReplayPage
+from mboard.node import board as board_module
+from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWindow
 from mboard.node.storage import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -354,20 +355,27 @@ def test_a_page_is_byte_for_byte_what_protobuf_writes(open_board: OpenBoard) -> 
     assert pb.GetMessagesResponse.FromString(page) == expected
 
 
-def test_a_database_from_before_stored_pages_is_upgraded(open_board: OpenBoard) -> None:
+def test_a_database_from_an_older_mboard_is_upgraded(open_board: OpenBoard) -> None:
     board = open_board()
     user(board, "Alice")
     topic(board, "General")
     posted = [ok(post(board, 1, 1, f"m{i}")) for i in range(3)]
     liked = ok(like(board, 1, 2, 1))
-    # What an older mboard wrote: no stored messages.
-    board.storage.run_sync(
-        lambda: board.storage.connection().execute("ALTER TABLE messages DROP COLUMN wire")
-    )
+
+    def older_schema() -> None:  # no stored messages, request ids found through an index
+        connection = board.storage.connection()
+        connection.execute("ALTER TABLE messages DROP COLUMN wire")
+        connection.execute("CREATE INDEX logentry_request_id ON log (request_id)")
+
+    board.storage.run_sync(older_schema)
     board.storage.close()
 
     reopened = open_board()
     assert messages(reopened, 1) == [posted[0], liked, posted[2]]
+    indexes = reopened.storage.run_sync(
+        lambda: reopened.storage.connection().execute("SELECT name FROM sqlite_master").fetchall()
+    )
+    assert ("logentry_request_id",) not in indexes
     assert ok(post(reopened, 1, 1, "after")).id == 4
     assert [m.text for m in messages(reopened, 1)] == ["m0", "m1", "m2", "after"]
 
@@ -454,6 +462,39 @@ def test_retry_with_the_same_request_id_returns_the_original_result(forum: Board
     assert [m.text for m in messages(forum, 1)] == ["once"]
     # A different id is a different write.
     assert ok(execute(forum, "post_message", request, "req-3")).id == posted.id + 1
+
+
+def test_a_retry_is_recognised_among_the_newest_entries_only(
+    open_board: OpenBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(board_module, "REQUEST_WINDOW", 3)
+    board = open_board()
+    user(board, "Alice")
+    topic(board, "General")
+    request = pb.PostMessageRequest(topic_id=1, user_id=1, text="once")
+    first = ok(execute(board, "post_message", request, "req-1"))  # seq 3
+    ok(post(board, 1, 1, "two"))
+    board.storage.close()
+
+    board = open_board()  # the window comes back from the log
+    assert ok(execute(board, "post_message", request, "req-1")) == first
+    ok(post(board, 1, 1, "three"))
+    ok(post(board, 1, 1, "four"))  # seq 6: seq 3 is no longer among the newest 3
+    again = ok(execute(board, "post_message", request, "req-1"))
+    assert (again.id, again.text) == (5, "once")  # so it is a new write...
+    assert ok(execute(board, "post_message", request, "req-1")) == again  # ...remembered too
+
+
+def test_the_request_window_forgets_what_slid_out_of_it() -> None:
+    window = RequestWindow(3)
+    window.add(1, "a")
+    window.add(2, "b")
+    window.add(4, "a")  # the same id again, later (a retry after the window)
+    assert (window.seq_of("a", 4), window.seq_of("b", 4)) == (4, 2)
+    assert window.seq_of("b", 5) is None  # seqs 3-5 are the window now
+    window.add(7, "c")
+    assert (window.seq_of("a", 7), window.seq_of("c", 7)) == (None, 7)
+    assert len(window) == 1  # and its memory with it
 
 
 def test_every_write_appends_one_entry_with_the_next_seq(forum: Board) -> None:

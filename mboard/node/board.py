@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import unicodedata
+from collections import deque
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +26,10 @@ from mboard.api import razpravljalnica_pb2 as pb
 from .storage import BOARD_MODELS, LogEntry, Message, State, Storage, Topic, User
 
 MAX_NAME_LENGTH = 64
+# How many of the newest log entries a retry is recognised in (the exactly-once window):
+# about 40 s of writes at full speed on a 2-core machine, far beyond a client's deadline.
+# Each entry with a request id costs some 200 bytes of memory.
+REQUEST_WINDOW = 100_000
 
 
 class Kind:
@@ -90,6 +95,36 @@ def check_id(field: str, value: int) -> int:
     if value <= 0:
         raise invalid(f"{field} must be > 0, got {value}")
     return value
+
+
+class RequestWindow:
+    """The request ids of the newest ``size`` log entries, and the seq of each.
+
+    The window counts entries, not time: every replica of the same log holds the same one,
+    so a new head answers a retry exactly as the old head would have.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs: dict[str, int] = {}
+        self._order: deque[tuple[int, str]] = deque()  # (seq, request id), oldest first
+
+    def add(self, seq: int, request_id: str) -> None:
+        self._seqs[request_id] = seq
+        self._order.append((seq, request_id))
+        while self._order[0][0] <= seq - self.size:
+            old_seq, old_id = self._order.popleft()
+            if self._seqs[old_id] == old_seq:  # not since reused by a later entry
+                del self._seqs[old_id]
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def seq_of(self, request_id: str, applied_seq: int) -> int | None:
+        """The seq of the entry carrying ``request_id`` if it is among the newest ``size``
+        entries up to ``applied_seq``, else None."""
+        seq = self._seqs.get(request_id)
+        return seq if seq is not None and seq > applied_seq - self.size else None
 
 
 # ------------------------------------------------------------------- results
@@ -230,6 +265,7 @@ class Board:
     def _upgrade(self) -> None:
         """Bring a database from an older mboard up to this schema (once, at start)."""
         conn = self._conn()
+        conn.execute("DROP INDEX IF EXISTS logentry_request_id")  # now RequestWindow's job
         if "wire" not in {column[1] for column in conn.execute("PRAGMA table_info(messages)")}:
             conn.execute("ALTER TABLE messages ADD COLUMN wire BLOB NOT NULL DEFAULT x''")
             rows = conn.execute(
@@ -250,20 +286,22 @@ class Board:
         self.next_user_id = _next_id(User)
         self.next_topic_id = _next_id(Topic)
         self.next_message_id = _next_id(Message)
+        self.requests = RequestWindow(REQUEST_WINDOW)
+        recent = self._conn().execute(
+            "SELECT seq, request_id FROM log WHERE seq > ? AND request_id IS NOT NULL ORDER BY seq",
+            (self.applied_seq - REQUEST_WINDOW,),
+        )
+        for seq, request_id in recent:
+            self.requests.add(seq, request_id)
 
     # ------------------------------------------------------------ head: execute
 
     def execute(self, kind: str, request: ProtoMessage, request_id: str, epoch: int) -> Outcome:
         """Validate ``request``; if it changes the board, append and apply its entry."""
-        if request_id:
-            row = (
-                self._conn()
-                .execute("SELECT seq, data FROM log WHERE request_id = ?", (request_id,))
-                .fetchone()
-            )
-            if row:  # a retry of a write that is already in the log: answer as before
-                entry = cluster_pb2.Entry.FromString(row[1])
-                return Outcome(wait_seq=row[0], result=result_of(entry))
+        seq = self.requests.seq_of(request_id, self.applied_seq) if request_id else None
+        if seq is not None:  # a retry of a write that is already in the log: answer as before
+            (data,) = self._conn().execute("SELECT data FROM log WHERE seq = ?", (seq,)).fetchone()
+            return Outcome(wait_seq=seq, result=result_of(cluster_pb2.Entry.FromString(data)))
         try:
             entry = getattr(self, f"_resolve_{kind}")(request)
         except BoardError as error:
@@ -393,6 +431,8 @@ class Board:
         self._conn().execute(
             _INSERT_LOG, (entry.seq, entry.epoch, topic_id, entry.request_id or None, blob)
         )
+        if entry.request_id:
+            self.requests.add(entry.seq, entry.request_id)
         self.applied_seq = entry.seq
         self.last_epoch = entry.epoch
 

@@ -96,7 +96,7 @@ class LogEntry(BaseModel):
     seq = BigIntegerField(primary_key=True)
     epoch = BigIntegerField()
     topic_id = BigIntegerField(null=True)  # lets subscription replay filter by topic
-    request_id = TextField(null=True, index=True)
+    request_id = TextField(null=True)  # retries are found in memory (board.RequestWindow)
     data = BlobField()  # the serialized cluster_pb2.Entry, forwarded as it is
 
     class Meta:
