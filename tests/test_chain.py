@@ -457,6 +457,17 @@ def test_a_promoted_learner_says_so_once_it_holds_the_commits():
     assert n2.holds_committed() and not n2.newly_confirmed()
 
 
+def test_a_promoted_learner_still_says_so_after_another_configuration():
+    n2 = ChainState("n2")
+    n2.adopt(config(2, ["n1"], ["n2"]))
+    n2.adopt(config(3, ["n1", "n2"]))
+    n2.adopt(config(4, ["n1", "n2"], ["n3"]))  # a learner joins before n2 confirmed
+    n2.note_predecessor(sender_epoch=4, committed_seq=0)
+    assert n2.newly_confirmed()
+    n2.adopt(config(5, ["n1", "n2"]))
+    assert not n2.newly_confirmed()  # n2 confirmed already: nothing new
+
+
 def test_a_head_holds_the_commits():
     n1 = ChainState("n1")
     n1.adopt(config(1, ["n1", "n2"]))

@@ -213,7 +213,8 @@ class ChainState:
             # someone else may have been tail and leased meanwhile.
             predecessor = new.predecessor.node_id if new.predecessor else None
             self.awaiting_lease = skipped or old_tail is None or predecessor != old_tail
-        self.confirming = old.role == "learner" and new.in_chain
+        # Still unconfirmed through later configurations, as long as we stay in the chain.
+        self.confirming = (self.confirming or old.role == "learner") and new.in_chain
         if new.predecessor != old.predecessor:
             self._predecessor_word = None
         if new.successor != old.successor:
