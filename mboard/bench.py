@@ -199,14 +199,22 @@ async def run(settings: Settings, progress: Progress) -> dict[str, Any]:
 
     loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
     try:
-        async with Client(settings.control, settings.timeout) as client:
-            return await _bench(client, settings, stop, progress)
+        async with contextlib.AsyncExitStack() as stack:
+            # Before this process opens any gRPC channel: a fork while gRPC's threads are
+            # busy runs gRPC's fork handlers, and the child crashed in them (SIGSEGV).
+            echo = await _start_echo_server(stack) if settings.baseline else None
+            client = await stack.enter_async_context(Client(settings.control, settings.timeout))
+            return await _bench(client, settings, stop, progress, echo)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _bench(
-    client: Client, settings: Settings, stop: asyncio.Event, progress: Progress
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    progress: Progress,
+    echo_server: str | OSError | None,
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     user = await _unless_stopped(client.create_user(f"bench-{tag}"), stop)
@@ -244,7 +252,7 @@ async def _bench(
         async with contextlib.AsyncExitStack() as stack:
             if listeners:
                 await _wait_ready(listeners, stop, progress, errors)
-            echo_call = await _echo_operation(echo, settings, stack) if echo else None
+            echo_call = await _echo_operation(echo, settings, echo_server, stack) if echo else None
             for number in range(1, rounds + 1):
                 if stop.is_set():
                     break
@@ -471,18 +479,27 @@ async def _drain(
 # ------------------------------------------------------------------------- baseline
 
 
-async def _echo_operation(
-    phase: Phase, settings: Settings, stack: contextlib.AsyncExitStack
-) -> Callable[[int, int], Awaitable[None]] | None:
-    """Start the bare echo server for the run (it stops with ``stack``) and return the
-    operation that drives it like the writers drive the head; None if it could not start
-    (counted as the phase's error)."""
+async def _start_echo_server(stack: contextlib.AsyncExitStack) -> str | OSError:
+    """Start the bare echo server for the run (it stops with ``stack``): its address, or
+    why it did not start."""
     try:
-        address = await stack.enter_async_context(_echo_server())
+        return await stack.enter_async_context(_echo_server())
     except OSError as exc:
-        phase.errors[f"server did not start ({exc})"] += 1
+        return exc
+
+
+async def _echo_operation(
+    phase: Phase,
+    settings: Settings,
+    server: str | OSError | None,
+    stack: contextlib.AsyncExitStack,
+) -> Callable[[int, int], Awaitable[None]] | None:
+    """The operation that drives the echo server at ``server`` like the writers drive the
+    head; None if the server did not start (counted as the phase's error)."""
+    if not isinstance(server, str):
+        phase.errors[f"server did not start ({server})"] += 1
         return None
-    channel = grpc_util.channel(address)
+    channel = grpc_util.channel(server)
     stack.push_async_callback(channel.close)
     call = channel.unary_unary(ECHO_METHOD)  # bytes in, bytes out
 
