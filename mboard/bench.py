@@ -352,8 +352,8 @@ async def _run_round(
             elapsed = clock() - began
             progress.show(
                 f"{phase.name}{label}: {min(elapsed, seconds):.1f}/{seconds:g} s, "
-                f"{phase.ops:,} ok, {sum(phase.errors.values())} errors"
-                f"{extra() if extra else ''}"
+                f"{phase.ops:,} ok, {phase.ops / (phase.elapsed + elapsed):,.0f}/s, "
+                f"{sum(phase.errors.values())} errors{extra() if extra else ''}"
             )
 
     workers = [asyncio.create_task(worker(index)) for index in range(concurrency)]
