@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import shlex
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -472,6 +473,12 @@ def test_bad_tokens_and_requests_are_refused_and_stream_nothing(cluster: Cluster
             assert stream.code == code, (what, stream.error)
             assert reason in stream.error.details(), what
             assert stream.events == [], what
+    # The command line says "Subscribed" only once a node accepted the subscription.
+    for args, reason in ((["1", "7"], "topic 7 does not exist"), (["9", "1"], "user 9")):
+        command = mboard_command("client", "--control", cluster.control_address, "subscribe", *args)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert f"error: NOT_FOUND: {reason}" in done.stderr
 
 
 # -------------------------------------------------------------------- placement

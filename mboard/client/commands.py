@@ -53,7 +53,8 @@ class Command:
     run: Callable[..., Any]  # (client, *args) -> awaitable result, or async iterator if streams
     human: Callable[..., str]  # (result, *args) -> the original client's lines
     streams: bool = False
-    banner: Callable[..., str] | None = None  # (*args) -> a line before the first result
+    # (*args) -> the line a stream prints once it is open (run gets an on_open callback)
+    banner: Callable[..., str] | None = None
 
     @property
     def name(self) -> str:
@@ -160,11 +161,17 @@ async def _get_messages(
     return pb.GetMessagesResponse(messages=await client.get_messages(topic_id, from_id, limit))
 
 
-def _subscribe(client: Client, user_id: int, topic_id: int, more: Sequence[int] = ()):
+def _subscribe(
+    client: Client,
+    user_id: int,
+    topic_id: int,
+    more: Sequence[int] = (),
+    on_open: Callable[[], None] | None = None,
+):
     def moved(note: str) -> None:
         click.echo(note, err=True)
 
-    return client.subscribe(user_id, [topic_id, *more], on_move=moved)
+    return client.subscribe(user_id, [topic_id, *more], on_move=moved, on_open=on_open)
 
 
 _COMMANDS = [
@@ -274,7 +281,10 @@ async def execute(client: Client, invocation: Invocation, as_json: bool = False)
     if not command.streams:
         show(await command.run(client, *args))
         return
-    if command.banner and not as_json:
-        click.echo(command.banner(*args))
-    async for item in command.run(client, *args):
+
+    def opened() -> None:
+        if command.banner and not as_json:
+            click.echo(command.banner(*args))
+
+    async for item in command.run(client, *args, on_open=opened):
         show(item)

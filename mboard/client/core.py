@@ -274,12 +274,15 @@ class Client:
         topic_ids: Sequence[int],
         from_message_id: int = 0,
         on_move: Callable[[str], None] | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[pb.MessageEvent]:
         """Yield the events of ``topic_ids``, following the subscription across nodes.
 
-        When the serving node goes away (or drops us), the head names a new node and the
-        stream resumes after the last event seen; ``on_move`` hears about each move. Gives up
-        with BoardError after ``timeout`` seconds of failed resumptions without an event.
+        ``on_open`` is called once, when a node first accepted the subscription (a missing
+        user or topic fails before). When the serving node goes away (or drops us), the head
+        names a new node and the stream resumes after the last event seen; ``on_move`` hears
+        about each move. Gives up with BoardError after ``timeout`` seconds of failed
+        resumptions without an event.
         """
         loop = asyncio.get_running_loop()
         last_seq = 0
@@ -297,6 +300,11 @@ class Client:
             got_event = False
             call = self._board(grant.node.address).SubscribeTopic(request)
             try:
+                if on_open:
+                    await call.initial_metadata()  # a node sends it once it accepted us
+                    if not call.done():  # else it refused: the error comes below
+                        on_open()
+                        on_open = None
                 async for event in call:
                     got_event = True
                     last_seq = event.sequence_number
