@@ -51,7 +51,7 @@ MAX_OPS_PER_PHASE = 2_000_000
 MAX_EVENT_SAMPLES = 2_000_000  # event latencies kept (all events are still counted)
 READ_LIMIT = 10
 SETUP_TIMEOUT_S = 30.0  # subscribers ready, echo server started
-DRAIN_TIMEOUT_S = 15.0  # subscribers catching up after the write phase
+DRAIN_TIMEOUT_S = 15.0  # subscribers catching up after a write round
 STOP_TIMEOUT_S = 5.0
 PROGRESS_EVERY_S = 0.5
 ROUND_S = 2.0  # the length a phase's rounds aim at (see the module docstring)
@@ -202,9 +202,10 @@ async def run(settings: Settings, progress: Progress) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             # Before this process opens any gRPC channel: a fork while gRPC's threads are
             # busy runs gRPC's fork handlers, and the child crashed in them (SIGSEGV).
-            echo = await _start_echo_server(stack) if settings.baseline else None
+            echo = Phase("echo") if settings.baseline else None
+            echo_address = await _start_echo_server(echo, stack) if echo else None
             client = await stack.enter_async_context(Client(settings.control, settings.timeout))
-            return await _bench(client, settings, stop, progress, echo)
+            return await _bench(client, settings, stop, progress, echo, echo_address)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
 
@@ -214,7 +215,8 @@ async def _bench(
     settings: Settings,
     stop: asyncio.Event,
     progress: Progress,
-    echo_server: str | OSError | None,
+    echo: Phase | None,
+    echo_address: str | None,
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     user = await _unless_stopped(client.create_user(f"bench-{tag}"), stop)
@@ -231,7 +233,6 @@ async def _bench(
         for listener in listeners
     ]
     writes, reads = Phase("write"), Phase("read")
-    echo = Phase("echo") if settings.baseline else None
     acked_ids = array("q")  # the ids of the acknowledged posts
 
     async def write(worker: int, number: int) -> None:
@@ -252,7 +253,9 @@ async def _bench(
         async with contextlib.AsyncExitStack() as stack:
             if listeners:
                 await _wait_ready(listeners, stop, progress, errors)
-            echo_call = await _echo_operation(echo, settings, echo_server, stack) if echo else None
+            echo_call = (
+                await _echo_operation(echo, settings, echo_address, stack) if echo_address else None
+            )
             for number in range(1, rounds + 1):
                 if stop.is_set():
                     break
@@ -479,27 +482,22 @@ async def _drain(
 # ------------------------------------------------------------------------- baseline
 
 
-async def _start_echo_server(stack: contextlib.AsyncExitStack) -> str | OSError:
-    """Start the bare echo server for the run (it stops with ``stack``): its address, or
-    why it did not start."""
+async def _start_echo_server(phase: Phase, stack: contextlib.AsyncExitStack) -> str | None:
+    """Start the bare echo server for the run (it stops with ``stack``); its address, or
+    None if it did not start (counted as the phase's error)."""
     try:
         return await stack.enter_async_context(_echo_server())
     except OSError as exc:
-        return exc
+        phase.errors[f"server did not start ({exc})"] += 1
+        return None
 
 
 async def _echo_operation(
-    phase: Phase,
-    settings: Settings,
-    server: str | OSError | None,
-    stack: contextlib.AsyncExitStack,
+    phase: Phase, settings: Settings, address: str, stack: contextlib.AsyncExitStack
 ) -> Callable[[int, int], Awaitable[None]] | None:
-    """The operation that drives the echo server at ``server`` like the writers drive the
-    head; None if the server did not start (counted as the phase's error)."""
-    if not isinstance(server, str):
-        phase.errors[f"server did not start ({server})"] += 1
-        return None
-    channel = grpc_util.channel(server)
+    """The operation that drives the echo server at ``address`` like the writers drive the
+    head; None if it does not answer (counted as the phase's error)."""
+    channel = grpc_util.channel(address)
     stack.push_async_callback(channel.close)
     call = channel.unary_unary(ECHO_METHOD)  # bytes in, bytes out
 
