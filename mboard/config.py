@@ -41,6 +41,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be > 0, got {value}"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value}"
+
+
 def _choice(*choices: str):
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
@@ -108,6 +112,8 @@ class NodeConfig:
     durability: str = _key("full", _choice("full", "normal"))
     max_text_length: int = _key(4096, _positive)
     page_max: int = _key(1000, _positive)
+    # Newest messages kept in memory to answer GetMessages pages without SQLite (0: none).
+    page_cache: int = _key(100_000, _not_negative)
     subscriber_queue: int = _key(10000, _positive)
     # A write not committed within this many seconds answers UNAVAILABLE (safe to retry).
     write_timeout: float = _key(5.0, _positive)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from hypothesis import strategies as st
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
+from mboard.config import NodeConfig
 from mboard.node import board as board_module
 from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWindow
+from mboard.node.core import NodeCore
+from mboard.node.pages import RecentPages
 from mboard.node.storage import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,7 +113,7 @@ def like(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
 
 
 def messages(board: Board, topic_id: int, from_id: int = 0, limit: int = 0) -> list[pb.Message]:
-    page = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
+    page, _ = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
     return list(pb.GetMessagesResponse.FromString(page).messages)
 
 
@@ -350,8 +354,8 @@ def test_a_page_is_byte_for_byte_what_protobuf_writes(open_board: OpenBoard) -> 
     liked = ok(like(board, 1, 1, 2))
     edited = ok(update(board, 1, 2, 1, "é" * 100))
     expected = pb.GetMessagesResponse(messages=[liked, edited, posted[2]])
-    page = board.storage.run_sync(lambda: board.get_messages(1, 0, 0))
-    assert page == expected.SerializeToString()
+    page, seen_seq = board.storage.run_sync(lambda: board.get_messages(1, 0, 0))
+    assert page == expected.SerializeToString() and seen_seq == board.applied_seq
     assert pb.GetMessagesResponse.FromString(page) == expected
 
 
@@ -650,6 +654,130 @@ def test_random_workloads_replicate_and_truncate_exactly(workload, cut: float) -
                 storage.close()
 
 
+# ------------------------------------------------------- pages from memory
+
+
+def sql_page(board: Board, topic_id: int, from_id: int, limit: int) -> bytes:
+    return board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))[0]
+
+
+def test_pages_from_memory_cover_what_the_node_saw_applied(forum: Board) -> None:
+    """RecentPages answers a page only if it holds every message the page could show: of
+    topics created since it started, all; of older topics, the messages posted since; and
+    none that were evicted. What it answers is the page SQLite answers."""
+    ok(post(forum, 1, 1, "before"))  # message 1: posted before the node (re)started
+    pages = RecentPages(capacity=3, first_new_id=forum.next_message_id)
+
+    def write(outcome: Outcome) -> None:
+        ok(outcome)
+        pages.on_applied([outcome.entry])
+
+    def same(topic_id: int, from_id: int, limit: int = 10) -> bool:
+        page = pages.page(topic_id, from_id, limit)
+        return page is not None and page == sql_page(forum, topic_id, from_id, limit)
+
+    write(execute(forum, "create_topic", pb.CreateTopicRequest(name="New")))  # topic 3
+    for topic_id, text in [(1, "a"), (3, "b"), (3, "c")]:  # messages 2, 3, 4
+        write(post(forum, topic_id, 2, text))
+    assert pages.page(1, 0, 10) is None and pages.page(1, 1, 10) is None  # has message 1
+    assert same(1, 2) and same(3, 0) and same(3, 4, limit=1)
+    assert pages.page(2, 0, 10) is None  # an older topic with no post since
+    assert pages.page(4, 0, 10) is None  # no such topic: SQLite says NOT_FOUND
+    write(like(forum, 3, 3, 1))
+    write(update(forum, 3, 4, 2, "edited"))
+    write(delete(forum, 1, 2, 2))
+    assert same(1, 2) and same(3, 0) and same(3, 3, limit=1)
+    assert pages.page(1, 2, 10) == b""  # message 2 is deleted
+    write(post(forum, 3, 1, "d"))  # message 5: the fourth here evicts message 2
+    assert len(pages) == 3
+    assert pages.page(1, 2, 10) is None and same(1, 3) and same(3, 0)
+    write(post(forum, 3, 1, "e"))  # evicts message 3: topic 3 is complete from 4 on
+    assert pages.page(3, 0, 10) is None and same(3, 4) and same(3, 5, limit=1)
+
+
+def test_evicting_a_message_from_before_the_start_keeps_the_floor() -> None:
+    # After a truncation the node starts over with the next id the writer has handed out
+    # (20), while the loop may still hear of an older post (message 5): evicting that one
+    # must not claim messages 6..19, which it never saw.
+    pages = RecentPages(capacity=1, first_new_id=20)
+    for message_id in (5, 20):
+        entry = cluster_pb2.Entry(kind=cluster_pb2.POST)
+        entry.message.id, entry.message.topic_id = message_id, 1
+        pages.on_applied([entry])
+    assert pages.page(1, 6, 10) is None and pages.page(1, 19, 10) is None
+    assert pb.GetMessagesResponse.FromString(pages.page(1, 20, 10)).messages[0].id == 20
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    workload=st.lists(_requests, min_size=15, max_size=60),
+    started=st.floats(0, 1),
+    capacity=st.sampled_from([0, 1, 2, 5, 1000]),
+)
+def test_pages_from_memory_are_the_pages_sqlite_answers(workload, started, capacity) -> None:
+    with tempfile.TemporaryDirectory(dir=FAST_TMP) as tmp:
+        storage = Storage(Path(tmp) / "board.db")
+        try:
+            board = Board(storage, page_max=3)
+            requests = FORUM + workload
+            cut = int(started * len(requests))
+            for kind, request in requests[:cut]:
+                execute(board, kind, request)
+            pages = RecentPages(capacity, board.next_message_id)  # the node starts here
+            for kind, request in requests[cut:]:
+                outcome = execute(board, kind, request)
+                if outcome.entry:
+                    pages.on_applied([outcome.entry])
+            answered = 0
+            for topic_id in range(1, board.next_topic_id + 1):
+                for from_id in range(board.next_message_id + 1):
+                    for limit in (1, 3):
+                        page = pages.page(topic_id, from_id, limit)
+                        if page is not None:
+                            assert page == sql_page(board, topic_id, from_id, limit)
+                            answered += 1
+            # Ample room and a start before any topic existed: memory answers every page.
+            if capacity == 1000 and cut == 0:
+                assert answered == (board.next_topic_id - 1) * (board.next_message_id + 1) * 2
+        finally:
+            storage.close()
+
+
+def test_a_page_read_from_sqlite_waits_until_memory_has_caught_up(forum: Board) -> None:
+    """A tail answers from memory what the loop has heard of, and from SQLite the rest. A
+    batch that committed but whose callback has not run yet is in SQLite only: a page
+    read there must wait for it, or the next page, from memory, could show less."""
+    storage = forum.storage
+    old = ok(post(forum, 1, 1, "old"))  # before the node starts: pages of it go to SQLite
+    config = NodeConfig(id="n1", listen="127.0.0.1:1", data_dir=str(storage.path.parent))
+    core = NodeCore(config, storage, forum)
+    chain = cluster_pb2.ChainConfig(epoch=1)
+    chain.chain.add(node_id="n1", address="127.0.0.1:1")
+
+    async def scenario() -> tuple[bool, bytes, bytes]:
+        core.start()
+        core.apply_config(chain)
+        core.grant_lease(1, time.monotonic() + 600)
+        # A post that is in SQLite, but that the loop has not heard of (no ``then``).
+        new = await storage.submit(lambda: forum.execute("post_message", _post("new"), "", 1))
+        reading = asyncio.ensure_future(core.get_messages(1, old.id, 10))
+        async with asyncio.timeout(30):
+            while not core.applied_waiters:  # the SQLite read is back and waits
+                await asyncio.sleep(0.01)
+        waited = not reading.done()
+        core._on_applied([(new.entry, new.blob)])  # what the writer's callback does
+        page = await asyncio.wait_for(reading, 30)
+        from_memory = await core.get_messages(1, new.result.id, 10)
+        await core.stop()
+        storage.close()
+        return waited, page, from_memory
+
+    waited, page, from_memory = asyncio.run(scenario())
+    assert waited
+    assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old", "new"]
+    assert [m.text for m in pb.GetMessagesResponse.FromString(from_memory).messages] == ["new"]
+
+
 # ---------------------------------------------- the writer thread, for real
 
 
@@ -673,7 +801,7 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
         after = await storage.submit(
             lambda: board.execute("post_message", _post("kept"), "", EPOCH)
         )
-        page = await storage.read(lambda: board.get_messages(1, 0, 0))
+        page, _ = await storage.read(lambda: board.get_messages(1, 0, 0))
         storage.close()  # while the loop the threads report to still runs
         page = pb.GetMessagesResponse.FromString(page)
         return failed, [after.result.id, *(m.id for m in page.messages)]

@@ -217,13 +217,14 @@ def _message(
     )  # fmt: skip
 
 
-def page_of(wires: list[bytes]) -> bytes:
-    """The serialized GetMessagesResponse holding these serialized messages, in order.
+def fragment(wire: bytes) -> bytes:
+    """A serialized message as a piece of a serialized GetMessagesResponse.
 
-    Each is its field 1 (``repeated Message messages = 1``): tag 0x0a, the length as a
-    varint, the bytes; concatenating them is exactly what protobuf would write.
+    That is its field 1 (``repeated Message messages = 1``): tag 0x0a, the length as a
+    varint, the bytes. A page is its messages' fragments joined in order, exactly what
+    protobuf would write.
     """
-    return b"".join([b"\x0a" + _varint(len(wire)) + wire for wire in wires])
+    return b"\x0a" + _varint(len(wire)) + wire
 
 
 def _varint(value: int) -> bytes:
@@ -528,17 +529,22 @@ class Board:
             raise not_found(f"user {user_id} does not exist")
         return pb.User(id=user.id, name=user.name)
 
-    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> bytes:
-        """One page of a topic, as a serialized GetMessagesResponse (see ``page_of``)."""
+    def page_bounds(self, topic_id: int, from_message_id: int, limit: int) -> tuple[int, int, int]:
+        """A GetMessages request's (topic_id, from_message_id, limit), checked; a limit
+        <= 0 means the page maximum, and larger asks are capped at it."""
         check_id("topic_id", topic_id)
         if from_message_id < 0:
             raise invalid(f"from_message_id must be >= 0, got {from_message_id}")
-        # limit <= 0 means the page maximum; larger asks are capped at it.
-        limit = self.page_max if limit <= 0 else min(limit, self.page_max)
+        return topic_id, from_message_id, self.page_max if limit <= 0 else min(limit, self.page_max)
+
+    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> tuple[bytes, int]:
+        """One page of a topic as a serialized GetMessagesResponse, and an applied seq at
+        least as new as the state it shows."""
+        topic_id, from_message_id, limit = self.page_bounds(topic_id, from_message_id, limit)
         rows = self._conn().execute(_SELECT_PAGE, (topic_id, from_message_id, limit)).fetchall()
         if not rows:  # only an empty page needs to tell "no topic" from "no messages"
             self._require_topic(topic_id)
-        return page_of([wire for (wire,) in rows])
+        return b"".join([fragment(wire) for (wire,) in rows]), self._applied_seq_now()
 
     def snapshot_page(
         self, topic_ids: list[int], from_message_id: int, up_to_seq: int | None, limit: int

@@ -22,6 +22,7 @@ from mboard.config import NodeConfig
 
 from .board import Board, BoardError, Outcome
 from .chain import ChainState, CommitWaiters
+from .pages import RecentPages
 from .replication import Forwarder, RecentLog
 from .storage import Storage
 from .subscriptions import SubscriptionHub
@@ -41,7 +42,9 @@ class NodeCore:
         self.state = ChainState(config.id, board.applied_seq, board.saved_committed_seq)
         self.last_epoch = board.last_epoch  # epoch of the entry at applied_seq
         self.waiters = CommitWaiters()
+        self.applied_waiters = CommitWaiters()  # the same, for this node's applied seq
         self.recent = RecentLog()
+        self.pages = RecentPages(config.page_cache, board.next_message_id)
         self.forwarder = Forwarder(self)
         self.ack_events: set[asyncio.Event] = set()
         self.hub = SubscriptionHub()
@@ -94,17 +97,19 @@ class NodeCore:
 
     async def wait_committed(self, seq: int, advice: str = "try again") -> None:
         """Wait until ``seq`` is committed, or answer UNAVAILABLE after write_timeout."""
-        committed = self.waiters.wait(seq, self.state.committed_seq)
-        if committed.done():
+        await self._wait(self.waiters.wait(seq, self.state.committed_seq), "committed", advice)
+
+    async def _wait(self, reached: asyncio.Future, what: str, advice: str) -> None:
+        if reached.done():
             return
         timeout = self.config.write_timeout
         # A bare timer, not asyncio.timeout: this runs for every write, and the timer only
         # has to fail one future.
         timer = asyncio.get_running_loop().call_later(
-            timeout, _give_up, committed, f"not committed within {timeout:g}s; {advice}"
+            timeout, _give_up, reached, f"not {what} within {timeout:g}s; {advice}"
         )
         try:
-            await committed
+            await reached
         finally:
             timer.cancel()
 
@@ -158,6 +163,7 @@ class NodeCore:
 
         def done(_: None) -> None:
             self.recent.clear()
+            self.pages = RecentPages(self.config.page_cache, self.board.next_message_id)
             self.hub.close_all(f"{self.node_id} dropped entries the chain never committed")
             self.state.note_truncated(self.board.applied_seq)
             self.last_epoch = self.board.last_epoch
@@ -173,9 +179,11 @@ class NodeCore:
             return
         for entry, blob in applied:
             self.recent.append(entry.seq, blob)
+        self.pages.on_applied(entry for entry, _ in applied)
         self.hub.on_applied(entry for entry, _ in applied)
         last = applied[-1][0]
         self.last_epoch = last.epoch
+        self.applied_waiters.advance(last.seq)
         if self.state.note_applied(last.seq):
             self._on_commit()
         self._confirm_promotion()
@@ -219,6 +227,10 @@ class NodeCore:
 
     async def read(self, fn: Callable[[], T]) -> T:
         """Run a read on this node if it can prove it is up to date."""
+        self.require_reads()
+        return await self.storage.read(fn)
+
+    def require_reads(self) -> None:
         reason = self.state.refuse_read(time.monotonic())
         if reason:
             tail = self.state.config.chain[-1] if self.state.config.chain else None
@@ -227,7 +239,20 @@ class NodeCore:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{self.node_id} cannot serve reads: {reason}{where}",
             )
-        return await self.storage.read(fn)
+
+    async def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> bytes:
+        """A page of a topic (serialized), from memory when it holds all of it."""
+        self.require_reads()
+        bounds = self.board.page_bounds(topic_id, from_message_id, limit)
+        page = self.pages.page(*bounds)
+        if page is not None:
+            return page
+        page, seen_seq = await self.storage.read(lambda: self.board.get_messages(*bounds))
+        # SQLite may show entries whose commit the loop has not heard of yet; until it has,
+        # a page from memory could show less than this one did (a read going back in time).
+        seen = self.applied_waiters.wait(seen_seq, self.state.applied_seq)
+        await self._wait(seen, "applied", "try again")
+        return page
 
     # --------------------------------------------------------------- config
 

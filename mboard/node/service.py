@@ -74,9 +74,10 @@ class BoardService(pb_grpc.MessageBoardServicer):
         return pb.ListTopicsResponse(topics=topics)
 
     async def GetMessages(self, request, context):
-        board = self.core.board
-        return await self._read(
-            lambda: board.get_messages(request.topic_id, request.from_message_id, request.limit),
+        return await self._answer(
+            lambda: self.core.get_messages(
+                request.topic_id, request.from_message_id, request.limit
+            ),
             context,
         )
 
@@ -100,7 +101,8 @@ def _as_bytes(reply: ProtoMessage | bytes) -> bytes:
 
 
 # Methods whose replies the node serializes itself: the hub serializes each event once for
-# all of its subscribers, and a page of messages is joined from stored bytes (board.page_of).
+# all of its subscribers, and a page of messages is joined from serialized messages kept in
+# memory or stored (pages.py, board.fragment).
 PRESERIALIZED = ("SubscribeTopic", "GetMessages")
 
 
