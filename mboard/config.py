@@ -112,8 +112,8 @@ class NodeConfig:
     durability: str = _key("full", _choice("full", "normal"))
     max_text_length: int = _key(4096, _positive)
     page_max: int = _key(1000, _positive)
-    # Newest messages kept in memory to answer GetMessages pages without SQLite (0: none).
-    page_cache: int = _key(100_000, _not_negative)
+    # Megabytes of the newest messages kept in memory for GetMessages pages (0: none).
+    page_cache_mb: float = _key(32.0, _not_negative)
     subscriber_queue: int = _key(10000, _positive)
     # A write not committed within this many seconds answers UNAVAILABLE (safe to retry).
     write_timeout: float = _key(5.0, _positive)

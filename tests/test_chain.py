@@ -281,10 +281,15 @@ def test_a_tail_that_missed_epochs_waits_for_a_lease():
     tail = ChainState("n2")
     tail.adopt(config(1, ["n1", "n2"]))
     tail.grant_lease(1, until=10.0)
+    tail.note_predecessor(1, 0)
     tail.adopt(config(2, ["n1", "n2"], ["n4"]))  # the next epoch, still tail: no wait
-    assert not tail.awaiting_lease
+    assert not tail.awaiting_lease and tail.refuse_read(now=1.0) is None
     tail.adopt(config(5, ["n1", "n2"]))
     assert tail.awaiting_lease
+    # Nor does it serve reads on its old lease: what it applies now is not committed.
+    assert "lease" in tail.refuse_read(now=1.0)
+    tail.grant_lease(5, until=10.0)
+    assert tail.refuse_read(now=1.0) is None
 
 
 def test_a_tail_waiting_for_its_lease_takes_no_commit_point_from_its_learner():

@@ -25,9 +25,9 @@ from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.config import NodeConfig
 from mboard.node import board as board_module
-from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWindow
+from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWindow, fragment
 from mboard.node.core import NodeCore
-from mboard.node.pages import RecentPages
+from mboard.node.pages import MAX_SKIPPED, MESSAGE_OVERHEAD, RecentPages
 from mboard.node.storage import Storage
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,7 +113,7 @@ def like(board: Board, topic_id: int, message_id: int, user_id: int) -> Outcome:
 
 
 def messages(board: Board, topic_id: int, from_id: int = 0, limit: int = 0) -> list[pb.Message]:
-    page, _ = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
+    page = board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
     return list(pb.GetMessagesResponse.FromString(page).messages)
 
 
@@ -354,8 +354,8 @@ def test_a_page_is_byte_for_byte_what_protobuf_writes(open_board: OpenBoard) -> 
     liked = ok(like(board, 1, 1, 2))
     edited = ok(update(board, 1, 2, 1, "é" * 100))
     expected = pb.GetMessagesResponse(messages=[liked, edited, posted[2]])
-    page, seen_seq = board.storage.run_sync(lambda: board.get_messages(1, 0, 0))
-    assert page == expected.SerializeToString() and seen_seq == board.applied_seq
+    page = board.storage.run_sync(lambda: board.get_messages(1, 0, 0))
+    assert page == expected.SerializeToString()
     assert pb.GetMessagesResponse.FromString(page) == expected
 
 
@@ -658,15 +658,15 @@ def test_random_workloads_replicate_and_truncate_exactly(workload, cut: float) -
 
 
 def sql_page(board: Board, topic_id: int, from_id: int, limit: int) -> bytes:
-    return board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))[0]
+    return board.storage.run_sync(lambda: board.get_messages(topic_id, from_id, limit))
 
 
 def test_pages_from_memory_cover_what_the_node_saw_applied(forum: Board) -> None:
     """RecentPages answers a page only if it holds every message the page could show: of
-    topics created since it started, all; of older topics, the messages posted since; and
-    none that were evicted. What it answers is the page SQLite answers."""
+    topics created since it started, all; of older topics, the messages posted since. What
+    it answers is the page SQLite answers."""
     ok(post(forum, 1, 1, "before"))  # message 1: posted before the node (re)started
-    pages = RecentPages(capacity=3, first_new_id=forum.next_message_id)
+    pages = RecentPages(budget=10**6, first_new_id=forum.next_message_id)
 
     def write(outcome: Outcome) -> None:
         ok(outcome)
@@ -688,33 +688,70 @@ def test_pages_from_memory_cover_what_the_node_saw_applied(forum: Board) -> None
     write(delete(forum, 1, 2, 2))
     assert same(1, 2) and same(3, 0) and same(3, 3, limit=1)
     assert pages.page(1, 2, 10) == b""  # message 2 is deleted
-    write(post(forum, 3, 1, "d"))  # message 5: the fourth here evicts message 2
-    assert len(pages) == 3
-    assert pages.page(1, 2, 10) is None and same(1, 3) and same(3, 0)
-    write(post(forum, 3, 1, "e"))  # evicts message 3: topic 3 is complete from 4 on
-    assert pages.page(3, 0, 10) is None and same(3, 4) and same(3, 5, limit=1)
+
+
+_TOPIC_1 = cluster_pb2.Entry(kind=cluster_pb2.CREATE_TOPIC, topic=pb.Topic(id=1, name="t"))
+
+
+def _entry(kind: int, message_id: int, text: str = "x") -> cluster_pb2.Entry:
+    entry = cluster_pb2.Entry(kind=kind)
+    entry.message.id, entry.message.topic_id, entry.message.text = message_id, 1, text
+    return entry
+
+
+def _ids(page: bytes | None) -> list[int] | None:
+    return (
+        None if page is None else [m.id for m in pb.GetMessagesResponse.FromString(page).messages]
+    )
+
+
+def test_pages_from_memory_keep_within_their_budget() -> None:
+    one = len(fragment(_entry(cluster_pb2.POST, 1).message.SerializeToString()))
+    pages = RecentPages(budget=3 * (one + MESSAGE_OVERHEAD), first_new_id=1)
+    pages.on_applied([_TOPIC_1])
+    pages.on_applied(_entry(cluster_pb2.POST, message_id) for message_id in (1, 2, 3))
+    assert len(pages) == 3 and _ids(pages.page(1, 0, 10)) == [1, 2, 3]
+    pages.on_applied([_entry(cluster_pb2.POST, 4)])  # evicts message 1
+    assert len(pages) == 3 and pages.size <= pages.budget
+    assert pages.page(1, 0, 10) is None and _ids(pages.page(1, 2, 10)) == [2, 3, 4]
+    # An edit that makes a message longer counts too: the oldest one goes.
+    pages.on_applied([_entry(cluster_pb2.UPDATE, 4, text="x" * 50)])
+    assert len(pages) == 3 and pages.size > pages.budget  # until the next post
+    pages.on_applied([_entry(cluster_pb2.POST, 5)])
+    assert pages.size <= pages.budget and _ids(pages.page(1, 4, 10)) == [4, 5]
+    assert pages.page(1, 3, 10) is None
+    assert len(RecentPages(0, 1)) == 0  # page_cache_mb: 0 keeps nothing
 
 
 def test_evicting_a_message_from_before_the_start_keeps_the_floor() -> None:
-    # After a truncation the node starts over with the next id the writer has handed out
+    # After a truncation the node starts over with the next id the writer had handed out
     # (20), while the loop may still hear of an older post (message 5): evicting that one
     # must not claim messages 6..19, which it never saw.
-    pages = RecentPages(capacity=1, first_new_id=20)
-    for message_id in (5, 20):
-        entry = cluster_pb2.Entry(kind=cluster_pb2.POST)
-        entry.message.id, entry.message.topic_id = message_id, 1
-        pages.on_applied([entry])
+    one = len(fragment(_entry(cluster_pb2.POST, 5).message.SerializeToString()))
+    pages = RecentPages(budget=one + MESSAGE_OVERHEAD, first_new_id=20)
+    pages.on_applied(_entry(cluster_pb2.POST, message_id) for message_id in (5, 20))
     assert pages.page(1, 6, 10) is None and pages.page(1, 19, 10) is None
-    assert pb.GetMessagesResponse.FromString(pages.page(1, 20, 10)).messages[0].id == 20
+    assert _ids(pages.page(1, 20, 10)) == [20]
+
+
+def test_long_runs_of_deleted_messages_go_to_sqlite() -> None:
+    pages = RecentPages(budget=10**6, first_new_id=1)
+    pages.on_applied([_TOPIC_1])
+    last = MAX_SKIPPED + 5
+    pages.on_applied(_entry(cluster_pb2.POST, message_id) for message_id in range(1, last + 1))
+    pages.on_applied(_entry(cluster_pb2.DELETE, message_id) for message_id in range(1, last))
+    assert pages.page(1, 0, 1) is None  # it would walk past more than MAX_SKIPPED of them
+    assert _ids(pages.page(1, 5, 1)) == [last]  # from here it is few enough
+    assert _ids(pages.page(1, last + 1, 1)) == []
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     workload=st.lists(_requests, min_size=15, max_size=60),
     started=st.floats(0, 1),
-    capacity=st.sampled_from([0, 1, 2, 5, 1000]),
+    budget=st.sampled_from([0, 150, 400, 1000, 10**6]),
 )
-def test_pages_from_memory_are_the_pages_sqlite_answers(workload, started, capacity) -> None:
+def test_pages_from_memory_are_the_pages_sqlite_answers(workload, started, budget) -> None:
     with tempfile.TemporaryDirectory(dir=FAST_TMP) as tmp:
         storage = Storage(Path(tmp) / "board.db")
         try:
@@ -723,7 +760,7 @@ def test_pages_from_memory_are_the_pages_sqlite_answers(workload, started, capac
             cut = int(started * len(requests))
             for kind, request in requests[:cut]:
                 execute(board, kind, request)
-            pages = RecentPages(capacity, board.next_message_id)  # the node starts here
+            pages = RecentPages(budget, board.next_message_id)  # the node starts here
             for kind, request in requests[cut:]:
                 outcome = execute(board, kind, request)
                 if outcome.entry:
@@ -736,46 +773,92 @@ def test_pages_from_memory_are_the_pages_sqlite_answers(workload, started, capac
                         if page is not None:
                             assert page == sql_page(board, topic_id, from_id, limit)
                             answered += 1
+            assert pages.size <= max(budget, 0)
             # Ample room and a start before any topic existed: memory answers every page.
-            if capacity == 1000 and cut == 0:
+            if budget == 10**6 and cut == 0:
                 assert answered == (board.next_topic_id - 1) * (board.next_message_id + 1) * 2
         finally:
             storage.close()
 
 
-def test_a_page_read_from_sqlite_waits_until_memory_has_caught_up(forum: Board) -> None:
-    """A tail answers from memory what the loop has heard of, and from SQLite the rest. A
-    batch that committed but whose callback has not run yet is in SQLite only: a page
-    read there must wait for it, or the next page, from memory, could show less."""
-    storage = forum.storage
-    old = ok(post(forum, 1, 1, "old"))  # before the node starts: pages of it go to SQLite
-    config = NodeConfig(id="n1", listen="127.0.0.1:1", data_dir=str(storage.path.parent))
-    core = NodeCore(config, storage, forum)
+def _serving_node(board: Board) -> NodeCore:
+    """A NodeCore over ``board``: alone in its chain (head and tail), able to serve reads
+    once ``_serve`` ran on the event loop."""
+    config = NodeConfig(id="n1", listen="127.0.0.1:1", data_dir=str(board.storage.path.parent))
+    return NodeCore(config, board.storage, board)
+
+
+def _serve(core: NodeCore) -> None:
     chain = cluster_pb2.ChainConfig(epoch=1)
     chain.chain.add(node_id="n1", address="127.0.0.1:1")
+    core.start()
+    core.apply_config(chain)
+    core.grant_lease(1, time.monotonic() + 600)
 
-    async def scenario() -> tuple[bool, bytes, bytes]:
-        core.start()
-        core.apply_config(chain)
-        core.grant_lease(1, time.monotonic() + 600)
-        # A post that is in SQLite, but that the loop has not heard of (no ``then``).
-        new = await storage.submit(lambda: forum.execute("post_message", _post("new"), "", 1))
-        reading = asyncio.ensure_future(core.get_messages(1, old.id, 10))
-        async with asyncio.timeout(30):
-            while not core.applied_waiters:  # the SQLite read is back and waits
-                await asyncio.sleep(0.01)
-        waited = not reading.done()
+
+async def _unheard_post(core: NodeCore, text: str) -> Outcome:
+    """A post that is in SQLite but that the loop has not heard of (no ``then``): what a
+    batch looks like between its commit and its callback."""
+    board = core.board
+    return await core.storage.submit(lambda: board.execute("post_message", _post(text), "", 1))
+
+
+async def _until_waiting(core: NodeCore, reads: int) -> None:
+    async with asyncio.timeout(30):
+        while len(core.applied_waiters) < reads:  # the SQLite reads are back and wait
+            await asyncio.sleep(0.01)
+
+
+def test_sqlite_reads_wait_until_memory_has_caught_up(forum: Board) -> None:
+    """A tail answers pages from memory when it can, everything else from SQLite. A batch
+    that committed but whose callback has not run yet is in SQLite only: a read that saw
+    it there must wait for that, or a page from memory after it could show less."""
+    storage = forum.storage
+    old = ok(post(forum, 1, 1, "old"))  # before the node starts: pages of it go to SQLite
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[bool, bytes, list, bytes]:
+        _serve(core)
+        new = await _unheard_post(core, "new")
+        page = asyncio.ensure_future(core.get_messages(1, old.id, 10))
+        topics = asyncio.ensure_future(core.read(forum.list_topics))
+        await _until_waiting(core, reads=2)
+        waited = not page.done() and not topics.done()
         core._on_applied([(new.entry, new.blob)])  # what the writer's callback does
-        page = await asyncio.wait_for(reading, 30)
+        await asyncio.wait_for(asyncio.gather(page, topics), 30)
         from_memory = await core.get_messages(1, new.result.id, 10)
         await core.stop()
         storage.close()
-        return waited, page, from_memory
+        return waited, page.result(), topics.result(), from_memory
 
-    waited, page, from_memory = asyncio.run(scenario())
+    waited, page, topics, from_memory = asyncio.run(scenario())
     assert waited
     assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old", "new"]
+    assert [t.name for t in topics] == ["General", "Random"]
     assert [m.text for m in pb.GetMessagesResponse.FromString(from_memory).messages] == ["new"]
+
+
+def test_reads_waiting_on_entries_that_get_truncated_are_told_to_retry(forum: Board) -> None:
+    storage = forum.storage
+    ok(post(forum, 1, 1, "old"))
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[BoardError, bytes]:
+        _serve(core)
+        await _unheard_post(core, "never committed")
+        reading = asyncio.ensure_future(core.read(forum.list_topics))
+        await _until_waiting(core, reads=1)
+        await core.truncate(forum.applied_seq - 1)  # drops the post
+        with pytest.raises(BoardError) as caught:
+            await asyncio.wait_for(reading, 30)
+        page = await core.get_messages(1, 0, 10)
+        await core.stop()
+        storage.close()
+        return caught.value, page
+
+    error, page = asyncio.run(scenario())
+    assert error.code == grpc.StatusCode.UNAVAILABLE and "dropped entries" in error.message
+    assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old"]
 
 
 # ---------------------------------------------- the writer thread, for real
@@ -801,7 +884,7 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
         after = await storage.submit(
             lambda: board.execute("post_message", _post("kept"), "", EPOCH)
         )
-        page, _ = await storage.read(lambda: board.get_messages(1, 0, 0))
+        page = await storage.read(lambda: board.get_messages(1, 0, 0))
         storage.close()  # while the loop the threads report to still runs
         page = pb.GetMessagesResponse.FromString(page)
         return failed, [after.result.id, *(m.id for m in page.messages)]

@@ -537,14 +537,13 @@ class Board:
             raise invalid(f"from_message_id must be >= 0, got {from_message_id}")
         return topic_id, from_message_id, self.page_max if limit <= 0 else min(limit, self.page_max)
 
-    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> tuple[bytes, int]:
-        """One page of a topic as a serialized GetMessagesResponse, and an applied seq at
-        least as new as the state it shows."""
+    def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> bytes:
+        """One page of a topic, as a serialized GetMessagesResponse."""
         topic_id, from_message_id, limit = self.page_bounds(topic_id, from_message_id, limit)
         rows = self._conn().execute(_SELECT_PAGE, (topic_id, from_message_id, limit)).fetchall()
         if not rows:  # only an empty page needs to tell "no topic" from "no messages"
             self._require_topic(topic_id)
-        return b"".join([fragment(wire) for (wire,) in rows]), self._applied_seq_now()
+        return b"".join([fragment(wire) for (wire,) in rows])
 
     def snapshot_page(
         self, topic_ids: list[int], from_message_id: int, up_to_seq: int | None, limit: int
@@ -560,7 +559,7 @@ class Board:
         """
         marks = ", ".join("?" * len(topic_ids))
         with self.storage.db.atomic():  # one read transaction: the state at state_seq
-            state_seq = self._applied_seq_now()
+            state_seq = self.applied_seq_now()
             bound = state_seq if up_to_seq is None else up_to_seq
             rows = (
                 self._conn()
@@ -595,7 +594,7 @@ class Board:
         ``after_seq`` (entries never change: a page is exact whenever it is read)."""
         marks = ", ".join("?" * len(topic_ids))
         with self.storage.db.atomic():  # the applied seq that the last page covers
-            applied_seq = self._applied_seq_now()
+            applied_seq = self.applied_seq_now()
             rows = (
                 self._conn()
                 .execute(
@@ -616,7 +615,7 @@ class Board:
             done=done,
         )
 
-    def _applied_seq_now(self) -> int:
+    def applied_seq_now(self) -> int:
         """The last seq in the log as this connection sees it (a reader's view, not the
         writer's ``applied_seq``)."""
         return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]

@@ -213,6 +213,10 @@ class ChainState:
             # someone else may have been tail and leased meanwhile.
             predecessor = new.predecessor.node_id if new.predecessor else None
             self.awaiting_lease = skipped or old_tail is None or predecessor != old_tail
+            if self.awaiting_lease:
+                # Nor does it serve reads on a lease from before: what it applies now is not
+                # committed, and may yet be dropped.
+                self._lease_until = 0.0
         # Still unconfirmed through later configurations, as long as we stay in the chain.
         self.confirming = (self.confirming or old.role == "learner") and new.in_chain
         if new.predecessor != old.predecessor:

@@ -44,7 +44,7 @@ class NodeCore:
         self.waiters = CommitWaiters()
         self.applied_waiters = CommitWaiters()  # the same, for this node's applied seq
         self.recent = RecentLog()
-        self.pages = RecentPages(config.page_cache, board.next_message_id)
+        self.pages = self._new_pages(board.next_message_id)
         self.forwarder = Forwarder(self)
         self.ack_events: set[asyncio.Event] = set()
         self.hub = SubscriptionHub()
@@ -160,15 +160,27 @@ class NodeCore:
 
     def truncate(self, to_seq: int) -> asyncio.Future:
         """Drop uncommitted entries above ``to_seq`` (divergence repair)."""
+        board = self.board
 
-        def done(_: None) -> None:
+        def cut() -> tuple[int, int, int]:
+            board.truncate(to_seq)
+            # Taken here: by the time ``done`` runs, the writer may have applied more.
+            return board.applied_seq, board.last_epoch, board.next_message_id
+
+        def done(after: tuple[int, int, int]) -> None:
+            applied_seq, self.last_epoch, next_message_id = after
+            gone = f"{self.node_id} dropped entries the chain never committed"
             self.recent.clear()
-            self.pages = RecentPages(self.config.page_cache, self.board.next_message_id)
-            self.hub.close_all(f"{self.node_id} dropped entries the chain never committed")
-            self.state.note_truncated(self.board.applied_seq)
-            self.last_epoch = self.board.last_epoch
+            self.pages = self._new_pages(next_message_id)
+            self.hub.close_all(gone)
+            self.state.note_truncated(applied_seq)
+            # Reads waiting for the loop to hear of what SQLite showed them saw those too.
+            self.applied_waiters.fail(BoardError(grpc.StatusCode.UNAVAILABLE, f"{gone}; try again"))
 
-        return self.storage.submit(lambda: self.board.truncate(to_seq), then=done)
+        return self.storage.submit(cut, then=done)
+
+    def _new_pages(self, first_new_id: int) -> RecentPages:
+        return RecentPages(int(self.config.page_cache_mb * 2**20), first_new_id)
 
     async def drain_writes(self) -> None:
         """Wait until every write submitted so far is applied."""
@@ -228,7 +240,21 @@ class NodeCore:
     async def read(self, fn: Callable[[], T]) -> T:
         """Run a read on this node if it can prove it is up to date."""
         self.require_reads()
-        return await self.storage.read(fn)
+        return await self._read_sqlite(fn)
+
+    async def _read_sqlite(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on a reader thread; returns once the loop has heard of all it saw.
+
+        SQLite may show entries whose commit the loop has not heard of yet. Until it has, a
+        page from memory (``pages``) could show less than this read did: a read going back
+        in time.
+        """
+        board = self.board
+        result, seen_seq = await self.storage.read(lambda: (fn(), board.applied_seq_now()))
+        await self._wait(
+            self.applied_waiters.wait(seen_seq, self.state.applied_seq), "applied", "try again"
+        )
+        return result
 
     def require_reads(self) -> None:
         reason = self.state.refuse_read(time.monotonic())
@@ -247,12 +273,7 @@ class NodeCore:
         page = self.pages.page(*bounds)
         if page is not None:
             return page
-        page, seen_seq = await self.storage.read(lambda: self.board.get_messages(*bounds))
-        # SQLite may show entries whose commit the loop has not heard of yet; until it has,
-        # a page from memory could show less than this one did (a read going back in time).
-        seen = self.applied_waiters.wait(seen_seq, self.state.applied_seq)
-        await self._wait(seen, "applied", "try again")
-        return page
+        return await self._read_sqlite(lambda: self.board.get_messages(*bounds))
 
     # --------------------------------------------------------------- config
 
