@@ -37,6 +37,9 @@ REPLICATION_LAG = Gauge(
     "Node: entries applied here but not committed yet; control: head's applied minus tail's",
 )
 SUBSCRIBERS = Gauge("mboard_subscribers", "Subscription streams (node: served here; control: all)")
+PAGE_CACHE_BYTES = Gauge(
+    "mboard_page_cache_bytes", "Newest messages kept in memory for pages (page_cache_mb)"
+)
 EPOCH = Gauge("mboard_epoch", "Configuration epoch (node: applied; control: issued)")
 RECONFIGURATIONS = Counter(
     "mboard_reconfigurations", "Configuration changes (node: applied; control: issued)"

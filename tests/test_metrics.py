@@ -17,6 +17,7 @@ METRICS = (
     "mboard_committed_seq",
     "mboard_replication_lag_entries",
     "mboard_subscribers",
+    "mboard_page_cache_bytes",
     "mboard_epoch",
     "mboard_reconfigurations_total",
     "mboard_heartbeat_misses_total",
@@ -61,6 +62,7 @@ def test_node_metrics_move_under_load(cluster):
     assert after["mboard_commit_latency_seconds_count"] >= 52
     assert after["mboard_applied_seq"] == after["mboard_committed_seq"] >= 52
     assert after["mboard_epoch"] >= 1 and after["mboard_reconfigurations_total"] >= 1
+    assert after["mboard_page_cache_bytes"] > before["mboard_page_cache_bytes"] + 50 * 100
 
 
 def test_control_plane_metrics_count_reconfigurations_and_misses(cluster):

@@ -354,6 +354,7 @@ class NodeCore:
             metrics.COMMITTED_SEQ: lambda: state.committed_seq,
             metrics.REPLICATION_LAG: lambda: max(0, state.applied_seq - state.committed_seq),
             metrics.SUBSCRIBERS: lambda: len(self.hub),
+            metrics.PAGE_CACHE_BYTES: lambda: self.pages.size,
             metrics.EPOCH: lambda: state.position.epoch,
         }
 
