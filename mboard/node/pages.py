@@ -77,15 +77,14 @@ class RecentPages:
             return None
         fragments = topic.fragments
         start = topic.index(from_message_id)
+        end = start + limit + MAX_SKIPPED  # a page not found before it has too many deleted
         found: list[bytes] = []
-        for index in range(start, min(len(fragments), start + limit + MAX_SKIPPED)):
+        for index in range(start, min(end, len(fragments))):
             if fragments[index] is not None:
                 found.append(fragments[index])
                 if len(found) == limit:
                     return b"".join(found)
-        if start + limit + MAX_SKIPPED < len(fragments):
-            return None  # too many deleted ones
-        return b"".join(found)
+        return None if end < len(fragments) else b"".join(found)
 
     def on_applied(self, entries: Iterable[cluster_pb2.Entry]) -> None:
         """Take applied entries, in log order."""
