@@ -20,6 +20,7 @@ import pytest
 from google.protobuf import empty_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
@@ -29,6 +30,7 @@ from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWin
 from mboard.node.core import NodeCore
 from mboard.node.pages import MAX_SKIPPED, MESSAGE_OVERHEAD, RecentPages
 from mboard.node.storage import Storage
+from mboard.node.subscriptions import Subscriber
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -859,6 +861,41 @@ def test_reads_waiting_on_entries_that_get_truncated_are_told_to_retry(forum: Bo
     error, page = asyncio.run(scenario())
     assert error.code == grpc.StatusCode.UNAVAILABLE and "dropped entries" in error.message
     assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old"]
+
+
+def test_commits_after_a_truncation_took_some_back_still_reach_everyone(forum: Board) -> None:
+    """A truncation may take back commits (note_truncated). When the same seqs commit
+    again, every commit still reaches the subscribers at once, and each seq counts once."""
+    storage = forum.storage
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[int, list[list[str]], float]:
+        _serve(core)
+        for text in ("one", "two", "three"):
+            await core.write("post_message", _post(text), "")
+        committed_seq = core.state.committed_seq
+        counted = REGISTRY.get_sample_value("mboard_commits_total")
+        await core.truncate(committed_seq - 2)  # takes back "two" and "three"
+        subscriber = Subscriber([1], limit=100)
+        core.hub.add(subscriber)
+        delivered = []
+        for text in ("two again", "three again", "four"):
+            await asyncio.wait_for(core.write("post_message", _post(text), ""), 30)
+            events = [pb.MessageEvent.FromString(event) for _, event in subscriber.events]
+            delivered.append([event.message.text for event in events])
+        gained = REGISTRY.get_sample_value("mboard_commits_total") - counted
+        await core.stop()
+        storage.close()
+        return committed_seq, delivered, gained
+
+    committed_seq, delivered, gained = asyncio.run(scenario())
+    assert delivered == [
+        ["two again"],
+        ["two again", "three again"],
+        ["two again", "three again", "four"],
+    ]
+    assert core.state.committed_seq == committed_seq + 1
+    assert gained == 1  # only "four": the seqs before it were counted the first time
 
 
 # ---------------------------------------------- the writer thread, for real

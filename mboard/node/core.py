@@ -225,10 +225,13 @@ class NodeCore:
         self.report_caught_up()
 
     def _on_commit(self) -> None:
-        metrics.COMMITS.inc(self.state.committed_seq - self._counted_commits)
-        self._counted_commits = self.state.committed_seq
-        self.waiters.advance(self.state.committed_seq)
-        self.hub.on_commit(min(self.state.committed_seq, self.state.applied_seq))
+        committed_seq = self.state.committed_seq
+        # A truncation may take commits back (note_truncated): count each seq once.
+        if committed_seq > self._counted_commits:
+            metrics.COMMITS.inc(committed_seq - self._counted_commits)
+            self._counted_commits = committed_seq
+        self.waiters.advance(committed_seq)
+        self.hub.on_commit(min(committed_seq, self.state.applied_seq))
         self._want_ack()
 
     def _want_ack(self) -> None:
