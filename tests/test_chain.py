@@ -86,7 +86,7 @@ def link(sender: FakeNode, receiver: FakeNode) -> list[tuple[int, int]] | str:
     if receiver.log:
         receiver.state.note_applied(receiver.last_seq)
     receiver.state.note_predecessor(sender.state.position.epoch, sender.state.committed_seq)
-    sender.state.note_successor_ack(receiver.state.ack())
+    sender.state.note_successor_ack(receiver.state.ack(), sent_seq=plan.next_seq - 1 + len(sent))
     return sent
 
 
@@ -206,7 +206,7 @@ def test_committed_seq_never_goes_back():
     state.grant_lease(1, until=10.0)
     state.note_applied(10)
     assert state.committed_seq == 10
-    state.note_successor_ack(cluster_pb2.Ack(applied_seq=3, committed_seq=3))
+    state.note_successor_ack(cluster_pb2.Ack(applied_seq=3, committed_seq=3), sent_seq=3)
     state.note_predecessor(1, 2)
     assert state.committed_seq == 10
 
@@ -216,10 +216,12 @@ def test_learner_acks_do_not_commit_but_report_caught_up():
     tail.adopt(config(2, ["n1"], ["n2"]))
     tail.grant_lease(2, until=10.0)
     tail.note_applied(1000)
-    advanced = tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
+    advanced = tail.note_successor_ack(
+        cluster_pb2.Ack(applied_seq=10, committed_seq=10), sent_seq=10
+    )
     assert not advanced and not tail.learner_caught_up() and tail.committed_seq == 1000
     near = 1000 - CAUGHT_UP_LAG
-    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=near, committed_seq=near))
+    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=near, committed_seq=near), sent_seq=near)
     assert tail.learner_caught_up()
 
 
@@ -231,7 +233,7 @@ def test_a_middle_acks_new_commit_points_and_a_learner_its_progress_too():
     assert (first.applied_seq, first.committed_seq) == (5, 0)
     middle.note_applied(9)
     assert middle.ack_to_send(first) is None  # applied alone: nothing the head uses
-    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=7, committed_seq=7))
+    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=7, committed_seq=7), sent_seq=7)
     assert middle.ack_to_send(first).committed_seq == 7
 
     learner = ChainState("n4")
@@ -249,7 +251,7 @@ def test_a_tail_in_place_of_removed_nodes_commits_only_once_it_holds_a_lease():
     middle = ChainState("n2")
     middle.adopt(config(1, ["n1", "n2", "n3"]))
     middle.note_applied(10)
-    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=6, committed_seq=6))
+    middle.note_successor_ack(cluster_pb2.Ack(applied_seq=6, committed_seq=6), sent_seq=6)
     middle.adopt(config(2, ["n1", "n2"]))
     assert middle.awaiting_lease and middle.committed_seq == 6
     assert not middle.note_applied(12)
@@ -297,7 +299,9 @@ def test_a_tail_waiting_for_its_lease_takes_no_commit_point_from_its_learner():
     tail.adopt(config(1, ["n1", "n2", "n3"]))
     tail.note_applied(10)
     tail.adopt(config(2, ["n1", "n2"], ["n4"]))
-    assert not tail.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10))
+    assert not tail.note_successor_ack(
+        cluster_pb2.Ack(applied_seq=10, committed_seq=10), sent_seq=10
+    )
     assert tail.committed_seq == 0
 
 
@@ -384,7 +388,7 @@ def test_caught_up_only_when_successor_is_a_learner(lag):
     tail.adopt(config(1, ["n1", "n2"]))
     tail.note_applied(500)
     ack = cluster_pb2.Ack(applied_seq=500 - lag, committed_seq=0)
-    assert tail.note_successor_ack(ack) is False and not tail.learner_caught_up()
+    assert tail.note_successor_ack(ack, sent_seq=500) is False and not tail.learner_caught_up()
 
 
 def test_learner_promotion_is_asked_for_when_its_predecessor_becomes_tail():
@@ -393,7 +397,7 @@ def test_learner_promotion_is_asked_for_when_its_predecessor_becomes_tail():
     n2 = ChainState("n2")
     n2.adopt(config(4, ["n1"], ["n2", "n3"]))
     n2.note_applied(300)
-    n2.note_successor_ack(cluster_pb2.Ack(applied_seq=300, committed_seq=300))
+    n2.note_successor_ack(cluster_pb2.Ack(applied_seq=300, committed_seq=300), sent_seq=300)
     assert not n2.learner_caught_up()  # not the tail yet
     n2.adopt(config(5, ["n2"], ["n3"]))
     assert n2.learner_caught_up()
@@ -430,6 +434,35 @@ def test_truncation_takes_back_what_was_committed_beyond_it():
     assert n3.committed_seq == 8
     n3.note_truncated(6)  # the chain was restarted from a node whose log ends at 6
     assert (n3.applied_seq, n3.committed_seq) == (6, 6)
+
+
+def test_acks_count_only_what_the_successor_can_hold_of_our_log():
+    # n2, a former head, holds 1000 entries; only the first 500 are the chain's. Until the
+    # tail's truncate reaches it, it acks all 1000: that must not make it look caught up.
+    tail = ChainState("n1")
+    tail.adopt(config(5, ["n1"], ["n2"]))
+    tail.grant_lease(5, until=10.0)
+    tail.note_applied(1000)
+    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=1000, committed_seq=500), sent_seq=500)
+    assert tail.successor_applied_seq == 500 and not tail.learner_caught_up()
+    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=1000, committed_seq=500), sent_seq=1000)
+    assert tail.learner_caught_up()
+
+    # Nor does a commit point count beyond what we sent.
+    head = ChainState("n1")
+    head.adopt(config(1, ["n1", "n2"]))
+    head.note_applied(10)
+    assert head.note_successor_ack(cluster_pb2.Ack(applied_seq=10, committed_seq=10), sent_seq=6)
+    assert head.committed_seq == 6
+
+
+def test_truncation_forgets_what_the_successor_acked_beyond_it():
+    n2 = ChainState("n2")
+    n2.adopt(config(3, ["n1"], ["n2", "n3"]))
+    n2.note_applied(300)
+    n2.note_successor_ack(cluster_pb2.Ack(applied_seq=300, committed_seq=0), sent_seq=300)
+    n2.note_truncated(200)
+    assert n2.successor_applied_seq == 200
 
 
 def test_a_promoted_learner_holds_the_commits_once_it_has_its_predecessors_in_this_epoch():

@@ -898,6 +898,36 @@ def test_commits_after_a_truncation_took_some_back_still_reach_everyone(forum: B
     assert gained == 1  # only "four": the seqs before it were counted the first time
 
 
+def test_a_truncation_takes_effect_on_the_loop_before_the_writer_is_done(forum: Board) -> None:
+    """Rebuilding the board after a truncation takes a while. Meanwhile the node's acks
+    must not count the dropped entries, nor its link forward them from memory."""
+    storage = forum.storage
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[int, tuple]:
+        _serve(core)
+        for text in ("one", "two"):
+            await core.write("post_message", _post(text), "")
+        last_seq = core.state.applied_seq
+        entered, gate = threading.Event(), threading.Event()
+        blocker = storage.submit(lambda: (entered.set(), gate.wait(30)))
+        assert await asyncio.to_thread(entered.wait, 30)
+        truncated = core.truncate(last_seq - 1)
+        meanwhile = (
+            core.state.applied_seq,
+            core.state.ack().applied_seq,
+            core.recent.get(last_seq, 10),
+        )
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(blocker, truncated), 30)
+        await core.stop()
+        storage.close()
+        return last_seq, meanwhile
+
+    last_seq, meanwhile = asyncio.run(scenario())
+    assert meanwhile == (last_seq - 1, last_seq - 1, None)
+
+
 # ---------------------------------------------- the writer thread, for real
 
 

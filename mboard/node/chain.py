@@ -252,9 +252,11 @@ class ChainState:
         return self._commit(min(committed_seq, self.applied_seq))
 
     def note_truncated(self, applied_seq: int) -> None:
-        """Our log now ends at ``applied_seq``: nothing beyond it is committed here."""
+        """Our log now ends at ``applied_seq``: nothing beyond it is committed here, and our
+        successor holds nothing beyond it that we still have."""
         self.applied_seq = applied_seq
         self.committed_seq = min(self.committed_seq, applied_seq)
+        self.successor_applied_seq = min(self.successor_applied_seq, applied_seq)
 
     def holds_committed(self) -> bool:
         """Whether we hold every entry our predecessor said, in our epoch, was committed.
@@ -275,12 +277,20 @@ class ChainState:
             return True
         return False
 
-    def note_successor_ack(self, ack: cluster_pb2.Ack) -> bool:
-        """Take an ack from the successor; return True if it advanced the commit point."""
-        self.successor_applied_seq = max(self.successor_applied_seq, ack.applied_seq)
+    def note_successor_ack(self, ack: cluster_pb2.Ack, sent_seq: int) -> bool:
+        """Take an ack from the successor; return True if it advanced the commit point.
+
+        ``sent_seq`` is the last entry of our log the successor can hold: up to where the
+        link's handshake found our logs alike, plus what we sent since. An ack counts no
+        further. Beyond it, it speaks of entries that are not ours: a successor that held
+        entries the chain never committed acks them until our truncate reaches it, and
+        counting them would promote a learner that still has to drop them.
+        """
+        applied_seq = min(ack.applied_seq, sent_seq)
+        self.successor_applied_seq = max(self.successor_applied_seq, applied_seq)
         if self.awaiting_lease:  # a tail's successor is a learner: it commits nothing for us
             return False
-        return self._commit(min(ack.committed_seq, self.applied_seq))
+        return self._commit(min(ack.committed_seq, applied_seq, self.applied_seq))
 
     def learner_caught_up(self) -> bool:
         """Is this node the tail, with a learner behind it close enough to promote?

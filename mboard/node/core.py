@@ -159,8 +159,15 @@ class NodeCore:
         return self.storage.submit(apply, then=self._on_applied)
 
     def truncate(self, to_seq: int) -> asyncio.Future:
-        """Drop uncommitted entries above ``to_seq`` (divergence repair)."""
+        """Drop uncommitted entries above ``to_seq`` (divergence repair).
+
+        The loop forgets them at once, not when the writer is done: rebuilding the board
+        takes a while, and meanwhile no ack may count them and no link forward them.
+        """
         board = self.board
+        self.state.note_truncated(min(to_seq, self.state.applied_seq))
+        self.recent.clear()
+        self.forwarder.relink()  # a successor may hold them: the new handshake finds out
 
         def cut() -> tuple[int, int, int]:
             board.truncate(to_seq)
@@ -219,8 +226,8 @@ class NodeCore:
         if self.state.newly_confirmed() and self.control:
             self.control.beat_soon()
 
-    def on_successor_ack(self, ack: cluster_pb2.Ack) -> None:
-        if self.state.note_successor_ack(ack):
+    def on_successor_ack(self, ack: cluster_pb2.Ack, sent_seq: int) -> None:
+        if self.state.note_successor_ack(ack, sent_seq):
             self._on_commit()
         self.report_caught_up()
 

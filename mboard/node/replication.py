@@ -68,6 +68,8 @@ class Forwarder:
         self._wake = asyncio.Event()
         self._relink = asyncio.Event()
         self._task: asyncio.Task | None = None
+        # The last entry of our log the successor can hold (see ChainState.note_successor_ack).
+        self._sent_seq = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="forwarder")
@@ -82,7 +84,8 @@ class Forwarder:
         self._wake.set()
 
     def relink(self) -> None:
-        """The successor changed: drop the current stream and open a new one."""
+        """The successor or our log changed: drop the current stream and open a new one."""
+        self._sent_seq = 0  # what acks still arrive on the old stream say counts no more
         self._relink.set()
         self._wake.set()
 
@@ -146,6 +149,7 @@ class Forwarder:
             log.info(
                 "streaming to %s from seq %d (epoch %d)", successor.node_id, plan.next_seq, epoch
             )
+            self._sent_seq = plan.next_seq - 1  # where our logs are alike
             acks = asyncio.create_task(self._read_acks(call))
             acks.add_done_callback(lambda _: self._wake.set())  # the send loop must notice
             try:
@@ -160,7 +164,7 @@ class Forwarder:
             response = await call.read()
             if response is grpc.aio.EOF:
                 return
-            self.core.on_successor_ack(response.ack)
+            self.core.on_successor_ack(response.ack, self._sent_seq)
 
     async def _send_loop(self, call, next_seq: int, acks: asyncio.Task) -> None:
         core = self.core
@@ -177,6 +181,8 @@ class Forwarder:
                     blobs = await core.storage.read(
                         partial(core.board.log_blobs, next_seq, BATCH_ENTRIES)
                     )
+                    if self._relink.is_set():  # our log may have changed meanwhile
+                        break
             epoch = state.position.epoch
             # The commit point rides along with entries; a new epoch is announced at once
             # (a new tail waits for it before serving reads).
@@ -184,8 +190,9 @@ class Forwarder:
                 batch = cluster_pb2.EntryBatch(
                     entries=blobs, committed_seq=state.committed_seq, sender_epoch=epoch
                 )
-                await call.write(cluster_pb2.ReplicateRequest(batch=batch))
                 next_seq += len(blobs)
+                self._sent_seq = next_seq - 1  # before the write: its ack may come first
+                await call.write(cluster_pb2.ReplicateRequest(batch=batch))
                 sent_epoch = epoch
                 pause = send_pause(len(blobs), BATCH_ENTRIES, next_seq - 1 - state.committed_seq)
                 if pause:
