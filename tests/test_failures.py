@@ -6,10 +6,15 @@ Each test runs real processes (``cluster`` fixture) and a ``WriteLoad`` through 
 library. The write stall around each SIGKILL is measured and printed (see it with
 ``pytest -rP``); it is never asserted tightly. ``MBOARD_FAILOVER_TIMINGS=default`` runs the
 tests with the control plane's default timings instead of the fast test timings.
+
+The last test injects a seeded series of random faults, with a live subscription too; run
+with more episodes it is a soak (see CHAOS_EPISODES).
 """
 
 from __future__ import annotations
 
+import os
+import random
 import time
 import uuid
 
@@ -30,6 +35,7 @@ from scenario import (
     warm_up,
     write_load,
 )
+from subscribers import Subscriptions, assert_every_post_once, ids_of
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
@@ -339,3 +345,117 @@ def test_default_timings_do_not_flap_under_load(cluster):
     assert load.ack_count() > 0
     assert (after.epoch, list(after.chain)) == (before.epoch, list(before.chain)), cluster.logs()
     finish(cluster, load, topic_id, NODES)
+
+
+# ------------------------------------------------------------------ random faults
+
+# A seeded series of faults; more episodes (or other seeds) make the test a soak, e.g.
+# MBOARD_CHAOS_EPISODES=150 MBOARD_CHAOS_SEED=7 pytest tests/test_failures.py -k random
+CHAOS_SEED = int(os.environ.get("MBOARD_CHAOS_SEED", "1"))
+CHAOS_EPISODES = int(os.environ.get("MBOARD_CHAOS_EPISODES", "16"))
+# How long a fault lasts: a process stays stopped (or down) this long. A fault's length,
+# not a wait for anything: every wait for the cluster is on a condition with a deadline.
+FAULT_S = (0.2, 3.0)
+HEAL_TIMEOUT = 90.0  # generous: a loaded 2-core machine, and restarts of Python processes
+
+
+def _hold(rng: random.Random) -> None:
+    time.sleep(rng.uniform(*FAULT_S))
+
+
+def _kill_node(cluster: Cluster, rng: random.Random) -> None:
+    victim = rng.choice(NODES)
+    cluster.kill(victim)
+    if rng.random() < 0.5:  # sometimes back before the control plane noticed
+        cluster.wait_for(lambda: victim not in cluster.chain(), HEAL_TIMEOUT, f"{victim} removed")
+    cluster.restart(victim)
+
+
+def _pause_node(cluster: Cluster, rng: random.Random) -> None:
+    victim = rng.choice(NODES)
+    cluster.pause(victim)
+    _hold(rng)
+    cluster.resume(victim)
+
+
+def _kill_one_pause_another(cluster: Cluster, rng: random.Random) -> None:
+    killed, paused = rng.sample(NODES, 2)
+    cluster.kill(killed)
+    cluster.pause(paused)
+    _hold(rng)
+    cluster.resume(paused)
+    cluster.restart(killed)
+
+
+def _kill_two_nodes(cluster: Cluster, rng: random.Random) -> None:
+    first, second = rng.sample(NODES, 2)
+    cluster.kill(first)
+    _hold(rng)
+    cluster.kill(second)
+    cluster.restart(first)
+    cluster.restart(second)
+
+
+def _kill_control(cluster: Cluster, rng: random.Random) -> None:
+    cluster.kill("control")
+    _hold(rng)
+    cluster.restart("control")
+
+
+def _pause_control(cluster: Cluster, rng: random.Random) -> None:
+    cluster.pause("control")
+    _hold(rng)
+    cluster.resume("control")
+
+
+FAULTS = [
+    _kill_node, _kill_node, _pause_node, _pause_node, _kill_one_pause_another,
+    _kill_two_nodes, _kill_control, _pause_control,
+]  # fmt: skip
+
+
+def _healed(cluster: Cluster, load: WriteLoad, follower: Subscriptions, fault: str) -> None:
+    """All three nodes are back in the chain, writes go on, and the subscription got them."""
+    cluster.wait_for(
+        lambda: sorted(cluster.chain()) == NODES, HEAL_TIMEOUT, f"all nodes back after {fault}"
+    )
+    since = time.monotonic()
+    cluster.wait_for(
+        lambda: load.acked_since(since) >= RESUMED_ACKS,
+        HEAL_TIMEOUT,
+        f"{RESUMED_ACKS} writes acknowledged after {fault}",
+    )
+    latest = load.latest_ack().message.id
+    cluster.wait_for(
+        lambda: latest in ids_of(follower.events()),
+        HEAL_TIMEOUT,
+        f"the subscription to deliver post {latest} after {fault}",
+    )
+
+
+@pytest.mark.timeout(120 + 60 * CHAOS_EPISODES)
+def test_random_faults_lose_nothing_and_every_replica_converges(cluster):
+    """Random crashes and freezes of nodes and of the control plane, one or two at a time,
+    under a write load and a live subscription (the old head's dropped entries, rejoins
+    while another node catches up, a control plane down during a failover, ...). After each
+    the chain heals; at the end every node holds the same board with every acknowledged
+    write once, and the subscription got every acknowledged post once, in order."""
+    rng = random.Random(CHAOS_SEED)
+    user_id, topic_id = start_chain(cluster)
+    seconds = 60.0 + 60.0 * CHAOS_EPISODES
+    with Subscriptions(cluster.control_address, user_id, [topic_id]) as follower:
+        load = write_load(cluster, user_id, topic_id, max_seconds=seconds, max_writes=10**7)
+        with load:
+            warm_up(cluster, load)
+            for episode in range(CHAOS_EPISODES):
+                fault = rng.choice(FAULTS)
+                print(f"seed {CHAOS_SEED} episode {episode}: {fault.__name__}")
+                fault(cluster, rng)
+                _healed(cluster, load, follower, f"episode {episode} ({fault.__name__})")
+        finish(cluster, load, topic_id, NODES)
+        acked = {ack.message.id for ack in load.acks}
+        cluster.wait_for(
+            lambda: acked <= ids_of(follower.events()), HEAL_TIMEOUT, "every post delivered"
+        )
+    assert follower.errors == []
+    assert_every_post_once(follower.events(), load)
