@@ -371,6 +371,12 @@ def _kill_node(cluster: Cluster, rng: random.Random) -> None:
     cluster.restart(victim)
 
 
+def _stop_node(cluster: Cluster, rng: random.Random) -> None:
+    victim = rng.choice(NODES)
+    assert cluster.stop(victim) == 0  # SIGTERM: it leaves the chain, then exits
+    cluster.restart(victim)
+
+
 def _pause_node(cluster: Cluster, rng: random.Random) -> None:
     victim = rng.choice(NODES)
     cluster.pause(victim)
@@ -409,7 +415,7 @@ def _pause_control(cluster: Cluster, rng: random.Random) -> None:
 
 
 FAULTS = [
-    _kill_node, _kill_node, _pause_node, _pause_node, _kill_one_pause_another,
+    _kill_node, _kill_node, _stop_node, _pause_node, _pause_node, _kill_one_pause_another,
     _kill_two_nodes, _kill_control, _pause_control,
 ]  # fmt: skip
 
@@ -435,10 +441,10 @@ def _healed(cluster: Cluster, load: WriteLoad, follower: Subscriptions, fault: s
 
 @pytest.mark.timeout(120 + 60 * CHAOS_EPISODES)
 def test_random_faults_lose_nothing_and_every_replica_converges(cluster):
-    """Random crashes and freezes of nodes and of the control plane, one or two at a time,
-    under a write load and a live subscription (the old head's dropped entries, rejoins
-    while another node catches up, a control plane down during a failover, ...). After each
-    the chain heals; at the end every node holds the same board with every acknowledged
+    """Random crashes, freezes and stops of nodes and of the control plane, one or two at a
+    time, under a write load and a live subscription (the old head's dropped entries,
+    rejoins while another node catches up, a control plane down during a failover, ...).
+    After each the chain heals; at the end every node holds the same board with every acknowledged
     write once, and the subscription got every acknowledged post once, in order."""
     rng = random.Random(CHAOS_SEED)
     user_id, topic_id = start_chain(cluster)

@@ -44,6 +44,20 @@ def test_sigterm_on_the_middle_shrinks_the_chain_at_once_and_loses_nothing(clust
     finish(cluster, load, topic_id, ["n1", "n3"])
 
 
+def test_sigterm_on_the_head_under_load_fails_no_write(cluster):
+    # Writes in flight at the head when it stops end with a status the client retries at
+    # the new head (with the same request id), not with CANCELLED.
+    user_id, topic_id = start_chain(
+        cluster, failure_timeout=SLOW_FAILURE_TIMEOUT, lease=SLOW_FAILURE_TIMEOUT / 2
+    )
+    with write_load(cluster, user_id, topic_id, writers=16, pause=0.0) as load:
+        warm_up(cluster, load)
+        assert cluster.stop("n1") == 0, cluster.logs()
+        cluster.wait_chain(["n2", "n3"], timeout=SLOW_FAILURE_TIMEOUT / 2)
+        wait_acks(cluster, load, time.monotonic(), "after the head left")
+    finish(cluster, load, topic_id, ["n2", "n3"])
+
+
 def test_health_is_serving_only_in_the_chain(cluster):
     # A long failure timeout: n1 stays in the chain while it is paused below.
     cluster.start_control(failure_timeout=30, lease=1)

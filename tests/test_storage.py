@@ -928,6 +928,43 @@ def test_a_truncation_takes_effect_on_the_loop_before_the_writer_is_done(forum: 
     assert meanwhile == (last_seq - 1, last_seq - 1, None)
 
 
+def test_a_node_shutting_down_answers_waiting_and_new_calls_with_unavailable(
+    forum: Board,
+) -> None:
+    """Clients retry UNAVAILABLE at the new chain (a write with the same request id); a
+    call left for the server to cancel on shutdown would end in CANCELLED instead."""
+    storage = forum.storage
+    core = _serving_node(forum)
+
+    async def scenario() -> list[BoardError]:
+        chain = cluster_pb2.ChainConfig(epoch=1)
+        chain.chain.add(node_id="n1", address="127.0.0.1:1")
+        chain.chain.add(node_id="n2", address="127.0.0.1:2")  # never answers: no commit
+        core.start()
+        core.apply_config(chain)
+        waiting = asyncio.ensure_future(core.write("post_message", _post("waits"), "r1"))
+        async with asyncio.timeout(30):
+            while not len(core.waiters):
+                await asyncio.sleep(0.01)
+        core.begin_shutdown()
+        errors = []
+        for call in (
+            lambda: asyncio.wait_for(waiting, 30),
+            lambda: core.write("post_message", _post("new"), "r2"),
+            lambda: core.get_messages(1, 0, 10),
+        ):
+            with pytest.raises(BoardError) as caught:
+                await call()
+            errors.append(caught.value)
+        await core.stop()
+        storage.close()
+        return errors
+
+    errors = asyncio.run(scenario())
+    assert [error.code for error in errors] == [grpc.StatusCode.UNAVAILABLE] * 3
+    assert all("n1 is shutting down" in error.message for error in errors)
+
+
 # ---------------------------------------------- the writer thread, for real
 
 

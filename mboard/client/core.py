@@ -26,12 +26,15 @@ from mboard.config import DEFAULT_CONTROL
 
 T = TypeVar("T")
 
-# Codes that say "this node cannot do it right now", not "this request is wrong".
+# Codes that say "this node cannot do it right now", not "this request is wrong". A node
+# that shuts down cancels the calls it has not answered yet (CANCELLED); a call this client
+# cancels raises asyncio.CancelledError instead, and is never retried.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
     }
 )
 # What a call says when it could not reach the server at all.

@@ -60,6 +60,22 @@ class NodeCore:
         self.storage.start(asyncio.get_running_loop())
         self.forwarder.start()
 
+    def begin_shutdown(self) -> None:
+        """The node is stopping: calls that wait here, and new ones, end with UNAVAILABLE,
+        which clients retry at another node (a write with the same x-request-id), rather
+        than waiting until the server cancels them (CANCELLED, which they would not retry).
+        """
+        self.stopping = True
+        error = self._shutting_down_error()
+        self.waiters.fail(error)
+        self.applied_waiters.fail(error)
+        self.hub.close_all(f"{self.node_id} is shutting down")
+
+    def _shutting_down_error(self) -> BoardError:
+        return BoardError(
+            grpc.StatusCode.UNAVAILABLE, f"{self.node_id} is shutting down; retry at the new chain"
+        )
+
     async def stop(self) -> None:
         self.stopping = True
         await self.forwarder.stop()
@@ -102,6 +118,8 @@ class NodeCore:
     async def _wait(self, reached: asyncio.Future, what: str, advice: str) -> None:
         if reached.done():
             return
+        if self.stopping:  # begin_shutdown failed those waiting before
+            raise self._shutting_down_error()
         timeout = self.config.write_timeout
         # A bare timer, not asyncio.timeout: this runs for every write, and the timer only
         # has to fail one future.
@@ -126,6 +144,8 @@ class NodeCore:
             self._on_applied([(outcome.entry, outcome.blob)])
 
     def require_head(self) -> None:
+        if self.stopping:
+            raise self._shutting_down_error()
         if not self.state.position.is_head:
             raise self._not_head_error()
 
@@ -267,6 +287,8 @@ class NodeCore:
         return result
 
     def require_reads(self) -> None:
+        if self.stopping:
+            raise self._shutting_down_error()
         reason = self.state.refuse_read(time.monotonic())
         if reason:
             tail = self.state.config.chain[-1] if self.state.config.chain else None

@@ -193,7 +193,7 @@ async def serve(
     await stop.wait()
 
     log.info("node %s stopping: leaving the chain", config.id)
-    core.stopping = True
+    core.begin_shutdown()
     core.state.drop_lease()  # before Leave: the control plane then lets the next tail commit
     for task in tasks:
         task.cancel()

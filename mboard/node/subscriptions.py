@@ -270,7 +270,7 @@ async def stream(
     )  # fmt: skip
     if reason:
         raise BoardError(grpc.StatusCode.PERMISSION_DENIED, reason)
-    if not core.state.position.in_chain:
+    if not core.state.position.in_chain or core.stopping:
         raise BoardError(
             grpc.StatusCode.UNAVAILABLE,
             f"{core.node_id} is not serving subscriptions now; ask the head for another node",
