@@ -465,6 +465,20 @@ def test_truncation_forgets_what_the_successor_acked_beyond_it():
     assert n2.successor_applied_seq == 200
 
 
+def test_a_node_still_dropping_entries_acks_nothing_and_serves_no_reads():
+    n2 = ChainState("n2")
+    n2.adopt(config(3, ["n1", "n2"]))
+    n2.grant_lease(3, until=10.0)
+    n2.note_applied(300)
+    n2.note_predecessor(sender_epoch=3, committed_seq=0)  # its read barrier
+    n2.note_truncated(200)
+    n2.truncating = True  # the writer still rebuilds the board
+    assert n2.ack_to_send(None) is None
+    assert "dropping entries" in n2.refuse_read(now=1.0)
+    n2.truncating = False
+    assert n2.ack_to_send(None).applied_seq == 200 and n2.refuse_read(now=1.0) is None
+
+
 def test_a_promoted_learner_holds_the_commits_once_it_has_its_predecessors_in_this_epoch():
     n2 = ChainState("n2")
     n2.adopt(config(2, ["n1"], ["n2"]))

@@ -192,6 +192,10 @@ class ChainState:
         # A learner just promoted into the chain: the control plane holds it "unconfirmed"
         # (it may not head the chain) until a heartbeat says it holds_committed().
         self.confirming = False
+        # The writer is still dropping entries above applied_seq (a truncation rebuilds the
+        # board, which takes a while). Until it is done the node acks nothing, so it cannot
+        # be promoted meanwhile, and serves no reads: SQLite still shows those entries.
+        self.truncating = False
 
     # -------------------------------------------------------------- config
 
@@ -321,6 +325,8 @@ class ChainState:
         Our applied seq alone matters only while we are a learner (the tail promotes us
         when we caught up): a middle that skips those acks sends half as many.
         """
+        if self.truncating:
+            return None
         ack = self.ack()
         if last_sent is None or ack.committed_seq != last_sent.committed_seq:
             return ack
@@ -353,6 +359,8 @@ class ChainState:
         """Why this node cannot serve a linearizable read now, or None if it can."""
         if not self.position.is_tail:
             return "not the tail"
+        if self.truncating:
+            return "it is dropping entries the chain never committed"
         if now >= self._lease_until:
             return "the tail's read lease from the control plane has run out"
         if self._read_barrier is None or self.applied_seq < self._read_barrier:

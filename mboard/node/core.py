@@ -186,6 +186,7 @@ class NodeCore:
         """
         board = self.board
         self.state.note_truncated(min(to_seq, self.state.applied_seq))
+        self.state.truncating = True
         self.recent.clear()
         self.forwarder.relink()  # a successor may hold them: the new handshake finds out
 
@@ -201,6 +202,8 @@ class NodeCore:
             self.pages = self._new_pages(next_message_id)
             self.hub.close_all(gone)
             self.state.note_truncated(applied_seq)
+            self.state.truncating = False
+            self._want_ack()
             # Reads waiting for the loop to hear of what SQLite showed them saw those too.
             self.applied_waiters.fail(BoardError(grpc.StatusCode.UNAVAILABLE, f"{gone}; try again"))
 

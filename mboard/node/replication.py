@@ -176,11 +176,12 @@ class Forwarder:
             state = core.state
             blobs: list[bytes] = []
             if next_seq <= state.applied_seq:
-                blobs = core.recent.get(next_seq, BATCH_ENTRIES)
+                # Never past our applied seq: while a truncation runs, SQLite still shows
+                # the entries it drops.
+                count = min(BATCH_ENTRIES, state.applied_seq - next_seq + 1)
+                blobs = core.recent.get(next_seq, count)
                 if blobs is None:  # catching a successor up from older history
-                    blobs = await core.storage.read(
-                        partial(core.board.log_blobs, next_seq, BATCH_ENTRIES)
-                    )
+                    blobs = await core.storage.read(partial(core.board.log_blobs, next_seq, count))
                     if self._relink.is_set():  # our log may have changed meanwhile
                         break
             epoch = state.position.epoch
@@ -222,8 +223,9 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
     )  # fmt: skip
     await context.write(cluster_pb2.ReplicateResponse(reply=reply))
     log.info("accepted stream from %s at seq %d", sender, core.state.applied_seq)
+    # The first ack goes once the sender's first message is in: if it is a truncate, an
+    # ack before it would count entries we are about to drop.
     acks = asyncio.Event()
-    acks.set()
     core.ack_events.add(acks)
     pump = asyncio.create_task(_pump_acks(core, context, sender, acks))
     # (future, last seq it carries): applies handed to the writer, oldest first.
@@ -248,6 +250,7 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
                 core.on_predecessor_word(batch.sender_epoch, batch.committed_seq)
             elif body == "truncate":
                 pending.append((core.truncate(request.truncate.to_seq), 0))
+            acks.set()
             while pending and (pending[0][0].done() or len(pending) > MAX_PENDING_APPLIES):
                 future, last_seq = pending.popleft()
                 await future  # raises if the apply failed: the sender re-handshakes
