@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -171,8 +171,7 @@ class Forwarder:
         sent_epoch = -1
         while not self._relink.is_set():
             if acks.done():
-                acks.result()  # raises the stream's error
-                raise LinkRefused("successor closed the stream")
+                await _ended(acks)
             state = core.state
             blobs: list[bytes] = []
             if next_seq <= state.applied_seq:
@@ -193,13 +192,22 @@ class Forwarder:
                 )
                 next_seq += len(blobs)
                 self._sent_seq = next_seq - 1  # before the write: its ack may come first
-                await call.write(cluster_pb2.ReplicateRequest(batch=batch))
+                try:
+                    await call.write(cluster_pb2.ReplicateRequest(batch=batch))
+                except asyncio.InvalidStateError:  # the successor ended the stream meanwhile
+                    await _ended(acks)
                 sent_epoch = epoch
                 pause = send_pause(len(blobs), BATCH_ENTRIES, next_seq - 1 - state.committed_seq)
                 if pause:
                     await asyncio.sleep(pause)
                 continue
             await self._wait_wake()
+
+
+async def _ended(acks: asyncio.Task) -> NoReturn:
+    """Raise why a link's stream ended: its error, or LinkRefused if the successor closed it."""
+    await acks  # the stream's error, if any
+    raise LinkRefused("successor closed the stream")
 
 
 async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
