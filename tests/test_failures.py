@@ -444,8 +444,9 @@ def test_random_faults_lose_nothing_and_every_replica_converges(cluster):
     """Random crashes, freezes and stops of nodes and of the control plane, one or two at a
     time, under a write load and a live subscription (the old head's dropped entries,
     rejoins while another node catches up, a control plane down during a failover, ...).
-    After each the chain heals; at the end every node holds the same board with every acknowledged
-    write once, and the subscription got every acknowledged post once, in order."""
+    After each the chain heals; at the end every node holds the same board with every
+    acknowledged write once, and the subscription got every acknowledged post once, in
+    order."""
     rng = random.Random(CHAOS_SEED)
     user_id, topic_id = start_chain(cluster)
     seconds = 60.0 + 60.0 * CHAOS_EPISODES

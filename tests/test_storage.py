@@ -790,9 +790,12 @@ def _serving_node(board: Board) -> NodeCore:
     return NodeCore(config, board.storage, board)
 
 
-def _serve(core: NodeCore) -> None:
+def _serve(core: NodeCore, *successors: str) -> None:
+    """Start ``core`` as n1, the head of epoch 1, followed by ``successors``; without them
+    it is the tail too, and serves reads."""
     chain = cluster_pb2.ChainConfig(epoch=1)
-    chain.chain.add(node_id="n1", address="127.0.0.1:1")
+    for number, node_id in enumerate(("n1", *successors), start=1):
+        chain.chain.add(node_id=node_id, address=f"127.0.0.1:{number}")
     core.start()
     core.apply_config(chain)
     core.grant_lease(1, time.monotonic() + 600)
@@ -909,9 +912,7 @@ def test_a_truncation_takes_effect_on_the_loop_before_the_writer_is_done(forum: 
         for text in ("one", "two"):
             await core.write("post_message", _post(text), "")
         last_seq = core.state.applied_seq
-        entered, gate = threading.Event(), threading.Event()
-        blocker = storage.submit(lambda: (entered.set(), gate.wait(30)))
-        assert await asyncio.to_thread(entered.wait, 30)
+        blocker, gate = _block_the_writer(storage)
         truncated = core.truncate(last_seq - 1)
         meanwhile = (
             core.state.applied_seq,
@@ -938,11 +939,7 @@ def test_a_node_shutting_down_answers_waiting_and_new_calls_with_unavailable(
     core = _serving_node(forum)
 
     async def scenario() -> list[BoardError]:
-        chain = cluster_pb2.ChainConfig(epoch=1)
-        chain.chain.add(node_id="n1", address="127.0.0.1:1")
-        chain.chain.add(node_id="n2", address="127.0.0.1:2")  # never answers: no commit
-        core.start()
-        core.apply_config(chain)
+        _serve(core, "n2")  # n2 never answers: nothing commits
         waiting = asyncio.ensure_future(core.write("post_message", _post("waits"), "r1"))
         async with asyncio.timeout(30):
             while not len(core.waiters):
@@ -1008,6 +1005,11 @@ def _hold_the_writer(storage: Storage) -> tuple[asyncio.Future, threading.Event]
     """Start the storage threads and keep the writer busy until the returned gate is set:
     the jobs submitted meanwhile queue up and form ONE batch. Returns (blocker, gate)."""
     storage.start(asyncio.get_running_loop())
+    return _block_the_writer(storage)
+
+
+def _block_the_writer(storage: Storage) -> tuple[asyncio.Future, threading.Event]:
+    """Keep the running writer busy until the returned gate is set (see _hold_the_writer)."""
     entered, gate = threading.Event(), threading.Event()
 
     def hold() -> None:
