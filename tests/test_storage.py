@@ -866,6 +866,39 @@ def test_reads_waiting_on_entries_that_get_truncated_are_told_to_retry(forum: Bo
     assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old"]
 
 
+def test_a_read_that_spans_a_truncation_is_told_to_retry(forum: Board) -> None:
+    """A read already on a reader thread when a truncation starts may have seen the entries
+    it drops. Once they are gone, its seq no longer tells: the truncation count does."""
+    storage = forum.storage
+    ok(post(forum, 1, 1, "old"))
+    core = _serving_node(forum)
+    has_read, gate = threading.Event(), threading.Event()
+
+    def slow_read() -> bytes:
+        page = forum.get_messages(1, 0, 10)
+        has_read.set()
+        gate.wait(30)  # the truncation runs meanwhile
+        return page
+
+    async def scenario() -> tuple[BoardError, bytes]:
+        _serve(core)
+        await _unheard_post(core, "never committed")
+        reading = asyncio.ensure_future(core.read(slow_read))
+        assert await asyncio.to_thread(has_read.wait, 30)
+        await core.truncate(forum.applied_seq - 1)  # drops the post the read saw
+        gate.set()
+        with pytest.raises(BoardError) as caught:
+            await asyncio.wait_for(reading, 30)
+        page = await core.read(lambda: forum.get_messages(1, 0, 10))
+        await core.stop()
+        storage.close()
+        return caught.value, page
+
+    error, page = asyncio.run(scenario())
+    assert error.code == grpc.StatusCode.UNAVAILABLE and "dropped entries" in error.message
+    assert [m.text for m in pb.GetMessagesResponse.FromString(page).messages] == ["old"]
+
+
 def test_commits_after_a_truncation_took_some_back_still_reach_everyone(forum: Board) -> None:
     """A truncation may take back commits (note_truncated). When the same seqs commit
     again, every commit still reaches the subscribers at once, and each seq counts once."""

@@ -49,6 +49,7 @@ class NodeCore:
         self.ack_events: set[asyncio.Event] = set()
         self.hub = SubscriptionHub()
         self._counted_commits = self.state.committed_seq
+        self.truncations = 0  # started so far: a read that spans one may show what it dropped
         self.config_listeners: list[Callable[[], None]] = []
         self.control = None  # the ControlLink, set by the server once it exists
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -185,6 +186,7 @@ class NodeCore:
         takes a while, and meanwhile no ack may count them and no link forward them.
         """
         board = self.board
+        self.truncations += 1
         self.state.note_truncated(min(to_seq, self.state.applied_seq))
         self.state.truncating = True
         self.recent.clear()
@@ -197,17 +199,22 @@ class NodeCore:
 
         def done(after: tuple[int, int, int]) -> None:
             applied_seq, self.last_epoch, next_message_id = after
-            gone = f"{self.node_id} dropped entries the chain never committed"
             self.recent.clear()
             self.pages = self._new_pages(next_message_id)
-            self.hub.close_all(gone)
+            self.hub.close_all(self._dropped_entries())
             self.state.note_truncated(applied_seq)
             self.state.truncating = False
             self._want_ack()
             # Reads waiting for the loop to hear of what SQLite showed them saw those too.
-            self.applied_waiters.fail(BoardError(grpc.StatusCode.UNAVAILABLE, f"{gone}; try again"))
+            self.applied_waiters.fail(self._dropped_entries_error())
 
         return self.storage.submit(cut, then=done)
+
+    def _dropped_entries(self) -> str:
+        return f"{self.node_id} dropped entries the chain never committed"
+
+    def _dropped_entries_error(self) -> BoardError:
+        return BoardError(grpc.StatusCode.UNAVAILABLE, f"{self._dropped_entries()}; try again")
 
     def _new_pages(self, first_new_id: int) -> RecentPages:
         return RecentPages(int(self.config.page_cache_mb * 2**20), first_new_id)
@@ -283,10 +290,15 @@ class NodeCore:
         in time.
         """
         board = self.board
+        truncations = self.truncations
         result, seen_seq = await self.storage.read(lambda: (fn(), board.applied_seq_now()))
         await self._wait(
             self.applied_waiters.wait(seen_seq, self.state.applied_seq), "applied", "try again"
         )
+        # A truncation that ran meanwhile may have dropped what the read saw, and once the
+        # same seqs are applied again, the wait above cannot tell.
+        if self.truncations != truncations:
+            raise self._dropped_entries_error()
         return result
 
     def require_reads(self) -> None:
