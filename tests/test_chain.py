@@ -432,7 +432,7 @@ def test_truncation_takes_back_what_was_committed_beyond_it():
     n3.grant_lease(epoch=1, until=10.0)
     n3.note_applied(8)
     assert n3.committed_seq == 8
-    n3.note_truncated(6)  # the chain was restarted from a node whose log ends at 6
+    n3.begin_truncation(6)  # the chain was restarted from a node whose log ends at 6
     assert (n3.applied_seq, n3.committed_seq) == (6, 6)
 
 
@@ -461,7 +461,7 @@ def test_truncation_forgets_what_the_successor_acked_beyond_it():
     n2.adopt(config(3, ["n1"], ["n2", "n3"]))
     n2.note_applied(300)
     n2.note_successor_ack(cluster_pb2.Ack(applied_seq=300, committed_seq=0), sent_seq=300)
-    n2.note_truncated(200)
+    n2.begin_truncation(200)
     assert n2.successor_applied_seq == 200
 
 
@@ -471,11 +471,10 @@ def test_a_node_still_dropping_entries_acks_nothing_and_serves_no_reads():
     n2.grant_lease(3, until=10.0)
     n2.note_applied(300)
     n2.note_predecessor(sender_epoch=3, committed_seq=0)  # its read barrier
-    n2.note_truncated(200)
-    n2.truncating = True  # the writer still rebuilds the board
+    n2.begin_truncation(200)  # the writer still rebuilds the board
     assert n2.ack_to_send(None) is None
     assert "dropping entries" in n2.refuse_read(now=1.0)
-    n2.truncating = False
+    n2.end_truncation(200)
     assert n2.ack_to_send(None).applied_seq == 200 and n2.refuse_read(now=1.0) is None
 
 

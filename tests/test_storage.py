@@ -886,7 +886,7 @@ def test_reads_that_saw_entries_a_truncation_drops_are_told_to_retry(
 
 
 def test_commits_after_a_truncation_took_some_back_still_reach_everyone(forum: Board) -> None:
-    """A truncation may take back commits (note_truncated). When the same seqs commit
+    """A truncation may take back commits (begin_truncation). When the same seqs commit
     again, every commit still reaches the subscribers at once, and each seq counts once."""
     storage = forum.storage
     core = _serving_node(forum)

@@ -255,9 +255,20 @@ class ChainState:
         # append later, under the same seqs, as committed.
         return self._commit(min(committed_seq, self.applied_seq))
 
-    def note_truncated(self, applied_seq: int) -> None:
-        """Our log now ends at ``applied_seq``: nothing beyond it is committed here, and our
-        successor holds nothing beyond it that we still have."""
+    def begin_truncation(self, to_seq: int) -> None:
+        """The writer starts dropping our entries above ``to_seq``: they count no more from
+        now on, and until end_truncation the node acks nothing and serves no reads."""
+        self._log_ends_at(min(to_seq, self.applied_seq))
+        self.truncating = True
+
+    def end_truncation(self, applied_seq: int) -> None:
+        """The writer is done: our log ends at ``applied_seq``."""
+        self._log_ends_at(applied_seq)
+        self.truncating = False
+
+    def _log_ends_at(self, applied_seq: int) -> None:
+        """Nothing beyond ``applied_seq`` is committed here, and our successor holds nothing
+        beyond it that we still have."""
         self.applied_seq = applied_seq
         self.committed_seq = min(self.committed_seq, applied_seq)
         self.successor_applied_seq = min(self.successor_applied_seq, applied_seq)

@@ -187,8 +187,7 @@ class NodeCore:
         """
         board = self.board
         self.truncations += 1
-        self.state.note_truncated(min(to_seq, self.state.applied_seq))
-        self.state.truncating = True
+        self.state.begin_truncation(to_seq)
         self.recent.clear()
         self.forwarder.relink()  # a successor may hold them: the new handshake finds out
 
@@ -202,8 +201,7 @@ class NodeCore:
             self.recent.clear()
             self.pages = self._new_pages(next_message_id)
             self.hub.close_all(self._dropped_entries())
-            self.state.note_truncated(applied_seq)
-            self.state.truncating = False
+            self.state.end_truncation(applied_seq)
             self._want_ack()
             # Reads waiting for the loop to hear of what SQLite showed them saw those too.
             self.applied_waiters.fail(self._dropped_entries_error())
@@ -263,7 +261,7 @@ class NodeCore:
 
     def _on_commit(self) -> None:
         committed_seq = self.state.committed_seq
-        # A truncation may take commits back (note_truncated): count each seq once.
+        # A truncation may take commits back (begin_truncation): count each seq once.
         if committed_seq > self._counted_commits:
             metrics.COMMITS.inc(committed_seq - self._counted_commits)
             self._counted_commits = committed_seq
