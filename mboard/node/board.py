@@ -267,6 +267,8 @@ class Board:
         """Bring a database from an older mboard up to this schema (once, at start)."""
         conn = self._conn()
         conn.execute("DROP INDEX IF EXISTS logentry_request_id")  # now RequestWindow's job
+        for redundant in ("message_topic_id", "message_user_id", "like_user_id"):  # see Message
+            conn.execute(f"DROP INDEX IF EXISTS {redundant}")
         if "wire" not in {column[1] for column in conn.execute("PRAGMA table_info(messages)")}:
             conn.execute("ALTER TABLE messages ADD COLUMN wire BLOB NOT NULL DEFAULT x''")
             rows = conn.execute(
