@@ -530,6 +530,59 @@ def test_every_write_appends_one_entry_with_the_next_seq(forum: Board) -> None:
     assert forum.storage.run_sync(lambda: forum.log_blobs(7, 1)) == [log_blobs(forum)[6]]
 
 
+def stored_seqs(board: Board) -> list[int]:
+    return [cluster_pb2.Entry.FromString(blob).seq for blob in log_blobs(board)]
+
+
+def post_unsynced(board: Board, text: str) -> Outcome:
+    """A post on the calling thread, in whatever transaction that thread is in."""
+    request = pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
+    return board.execute("post_message", request, "", EPOCH)
+
+
+# One past the rows of one INSERT, and enough for several of them plus a remainder.
+@pytest.mark.parametrize("posts", [1, board_module.MAX_ROWS_PER_INSERT + 1, 300])
+def test_a_transaction_of_many_writes_stores_every_one(forum: Board, posts: int) -> None:
+    entries_before = forum.applied_seq
+
+    def batch() -> tuple[list[Outcome], Outcome]:
+        posted = [post_unsynced(forum, f"m{i}") for i in range(posts)]
+        # The board holds new rows back until the commit: an edit of the newest post in the
+        # same transaction must find it all the same.
+        newest = ok(posted[-1]).id
+        edit = pb.UpdateMessageRequest(topic_id=1, message_id=newest, user_id=1, text="edited")
+        return posted, forum.execute("update_message", edit, "", EPOCH)
+
+    posted, edited = forum.storage.run_sync(batch)
+    assert ok(edited).text == "edited"
+    stored = messages(forum, 1)
+    assert [m.text for m in stored] == [f"m{i}" for i in range(posts - 1)] + ["edited"]
+    assert [m.id for m in stored] == [ok(outcome).id for outcome in posted]
+    assert stored_seqs(forum) == list(range(1, entries_before + posts + 2))
+
+
+def test_a_batch_that_fails_leaves_nothing_behind(forum: Board) -> None:
+    entries_before = forum.applied_seq
+
+    def post_then_fail() -> None:
+        ok(post_unsynced(forum, "lost"))
+        raise RuntimeError("the disk is full")
+
+    async def scenario() -> Outcome:
+        forum.storage.start(asyncio.get_running_loop())
+        try:
+            with pytest.raises(RuntimeError, match="disk is full"):
+                await forum.storage.submit(post_then_fail)
+            return await forum.storage.submit(lambda: post_unsynced(forum, "kept"))
+        finally:
+            forum.storage.close()
+
+    kept = ok(asyncio.run(scenario()))
+    assert kept.id == 1  # the id of the post rolled back is given out again
+    assert [m.text for m in messages(forum, 1)] == ["kept"]
+    assert stored_seqs(forum) == list(range(1, entries_before + 2))
+
+
 # ------------------------------------------------ determinism and truncate
 
 # A workload touching every kind of entry: (kind, request); ids follow from the order.

@@ -9,7 +9,9 @@ No networking here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sqlite3
 import time
 import unicodedata
 from collections import deque
@@ -237,12 +239,15 @@ def _varint(value: int) -> bytes:
 
 
 # Hot statements, run on the writer connection as they are (see DESIGN.md, Storage).
-_INSERT_LOG = "INSERT INTO log (seq, epoch, topic_id, request_id, data) VALUES (?, ?, ?, ?, ?)"
+_INSERT_LOG = "INSERT INTO log (seq, epoch, topic_id, request_id, data) VALUES "
+_LOG_ROW = "(?, ?, ?, ?, ?)"
 _INSERT_MESSAGE = (
     "INSERT INTO messages "
-    "(id, topic_id, user_id, text, created_at_us, post_seq, likes, deleted, wire) "
-    "VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)"
+    "(id, topic_id, user_id, text, created_at_us, post_seq, likes, deleted, wire) VALUES "
 )
+_MESSAGE_ROW = "(?, ?, ?, ?, ?, ?, 0, 0, ?)"
+# Rows per INSERT statement: 7 values each stay under SQLite's oldest limit of 999.
+MAX_ROWS_PER_INSERT = 128
 # The hottest read: one page of a topic (uses the (topic_id, id) index).
 _SELECT_PAGE = (
     "SELECT wire FROM messages WHERE topic_id = ? AND id >= ? AND deleted = 0 ORDER BY id LIMIT ?"
@@ -261,6 +266,7 @@ class Board:
         self.page_max = page_max
         self.storage.run_sync(self._upgrade)
         self.storage.run_sync(self._load)
+        storage.before_commit = self.flush
         storage.after_rollback = self._load
 
     def _upgrade(self) -> None:
@@ -290,6 +296,9 @@ class Board:
         self.next_topic_id = _next_id(Topic)
         self.next_message_id = _next_id(Message)
         self.requests = RequestWindow(REQUEST_WINDOW)
+        # Rows of new posts and log entries not inserted yet (see ``flush``).
+        self._held_messages: list[tuple] = []
+        self._held_log: list[tuple] = []
         recent = self._conn().execute(
             "SELECT seq, request_id FROM log WHERE seq > ? AND request_id IS NOT NULL ORDER BY seq",
             (self.applied_seq - REQUEST_WINDOW,),
@@ -303,6 +312,7 @@ class Board:
         """Validate ``request``; if it changes the board, append and apply its entry."""
         seq = self.requests.seq_of(request_id, self.applied_seq) if request_id else None
         if seq is not None:  # a retry of a write that is already in the log: answer as before
+            self.flush()
             (data,) = self._conn().execute("SELECT data FROM log WHERE seq = ?", (seq,)).fetchone()
             return Outcome(wait_seq=seq, result=result_of(cluster_pb2.Entry.FromString(data)))
         try:
@@ -387,6 +397,7 @@ class Board:
     def _live_message(self, topic_id: int, message_id: int) -> pb.Message:
         check_id("topic_id", topic_id)
         check_id("message_id", message_id)
+        self.flush()
         row = self._conn().execute(_SELECT_MESSAGE, (message_id,)).fetchone()
         if row is None or row[5] or row[0] != topic_id:
             raise not_found(f"message {message_id} does not exist in topic {topic_id}")
@@ -431,21 +442,17 @@ class Board:
     def _apply(self, entry: cluster_pb2.Entry, blob: bytes) -> None:
         self._apply_state(entry)
         topic_id = entry.message.topic_id or entry.topic.id or None
-        self._conn().execute(
-            _INSERT_LOG, (entry.seq, entry.epoch, topic_id, entry.request_id or None, blob)
-        )
+        self._held_log.append((entry.seq, entry.epoch, topic_id, entry.request_id or None, blob))
         if entry.request_id:
             self.requests.add(entry.seq, entry.request_id)
         self.applied_seq = entry.seq
         self.last_epoch = entry.epoch
 
     def _apply_state(self, entry: cluster_pb2.Entry) -> None:
-        conn = self._conn()
         message = entry.message
         kind = entry.kind
         if kind == Kind.POST:  # by far the most common: first
-            conn.execute(
-                _INSERT_MESSAGE,
+            self._held_messages.append(
                 (
                     message.id,
                     message.topic_id,
@@ -454,10 +461,13 @@ class Board:
                     _micros(message.created_at),
                     entry.seq,
                     message.SerializeToString(),
-                ),
+                )
             )
             self.next_message_id = max(self.next_message_id, message.id + 1)
-        elif kind == Kind.LIKE:
+            return
+        self.flush()  # what follows may change a post held back
+        conn = self._conn()
+        if kind == Kind.LIKE:
             conn.execute(
                 "INSERT INTO likes (user_id, message_id) VALUES (?, ?)",
                 (entry.liker_id, message.id),
@@ -486,6 +496,23 @@ class Board:
         else:
             raise ValueError(f"entry {entry.seq} has unknown kind {entry.kind}")
 
+    def flush(self) -> None:
+        """Insert the rows of the posts and log entries applied since the last flush.
+
+        Held back, a batch's posts go in with a few multi-row INSERTs, not two statements
+        each. That matters beyond SQLite's own work: every statement lets go of the GIL
+        while SQLite runs, and the writer then waits for the event loop to hand it back.
+        The storage calls this before each commit; the board before any statement that
+        could see those rows.
+        """
+        conn = self._conn()
+        if self._held_messages:
+            _insert_rows(conn, _INSERT_MESSAGE, _MESSAGE_ROW, self._held_messages)
+            self._held_messages = []
+        if self._held_log:
+            _insert_rows(conn, _INSERT_LOG, _LOG_ROW, self._held_log)
+            self._held_log = []
+
     def save_committed(self, committed_seq: int, every: int = 1) -> None:
         """Persist how far the chain has committed, once it moved ``every`` seqs.
 
@@ -506,12 +533,14 @@ class Board:
         Only entries the chain never committed are ever above ``to_seq``. Rebuilding from
         our own log keeps apply the one path that writes board state.
         """
+        self.flush()
         LogEntry.delete().where(LogEntry.seq > to_seq).execute()
         for model in reversed(BOARD_MODELS):
             model.delete().execute()
         self.next_user_id = self.next_topic_id = self.next_message_id = 1
         for (blob,) in LogEntry.select(LogEntry.data).order_by(LogEntry.seq).tuples().iterator():
             self._apply_state(cluster_pb2.Entry.FromString(bytes(blob)))
+        self.flush()  # before _load forgets what is held
         State.replace(key="committed_seq", value=min(self.saved_committed_seq, to_seq)).execute()
         self._load()
 
@@ -644,6 +673,22 @@ class Board:
             for row in model.select().order_by(*model._meta.get_primary_keys()).tuples():
                 sha.update(repr(row).encode())
         return sha.hexdigest()
+
+
+def _insert_rows(conn: sqlite3.Connection, insert: str, row: str, rows: list[tuple]) -> None:
+    """INSERT ``rows``, in chunks of a power of two rows: few statements, and few texts
+    of them for SQLite to prepare and for sqlite3's statement cache to keep."""
+    start = 0
+    while start < len(rows):
+        size = min(MAX_ROWS_PER_INSERT, 1 << ((len(rows) - start).bit_length() - 1))
+        values = [value for columns in rows[start : start + size] for value in columns]
+        conn.execute(_multi_row(insert, row, size), values)
+        start += size
+
+
+@functools.cache
+def _multi_row(insert: str, row: str, count: int) -> str:
+    return insert + ", ".join([row] * count)
 
 
 def _next_id(model) -> int:

@@ -167,8 +167,10 @@ class Storage:
         self._reader_count = readers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        # Called on the writer thread after a batch rolled back, so whoever keeps state in
-        # memory beside the database can reload it.
+        # Called on the writer thread before a batch commits, so whoever holds rows back to
+        # insert them together can do so, and after a batch rolled back, so whoever keeps
+        # state in memory beside the database can reload it.
+        self.before_commit: Callable[[], None] | None = None
         self.after_rollback: Callable[[], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -207,7 +209,9 @@ class Storage:
     def run_sync(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` in a transaction on the calling thread (before ``start``, or tests)."""
         with self.db.connection_context(), self.db.atomic():
-            return fn()
+            result = fn()
+            self._before_commit()
+            return result
 
     def connection(self) -> sqlite3.Connection:
         """The calling thread's raw connection, for the few hot statements."""
@@ -241,12 +245,17 @@ class Storage:
             with self.db.atomic():
                 for fn, future, then in batch:
                     outcomes.append((future, fn(), None, then))
+                self._before_commit()
         except Exception as exc:  # handed to every caller of the batch
             log.exception("write batch failed and was rolled back")
             outcomes = [(future, None, exc, None) for _, future, _ in batch]
             if self.after_rollback:
                 self.after_rollback()
         return outcomes
+
+    def _before_commit(self) -> None:
+        if self.before_commit:
+            self.before_commit()
 
     def close(self) -> None:
         if self._threads:
