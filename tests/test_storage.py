@@ -561,14 +561,15 @@ def test_a_transaction_of_many_writes_stores_every_one(forum: Board, posts: int)
     assert stored_seqs(forum) == list(range(1, entries_before + posts + 2))
 
 
-def test_a_batch_that_fails_leaves_nothing_behind(forum: Board) -> None:
+@pytest.mark.parametrize("thread", ["writer", "run_sync"])
+def test_a_batch_that_fails_leaves_nothing_behind(forum: Board, thread: str) -> None:
     entries_before = forum.applied_seq
 
     def post_then_fail() -> None:
         ok(post_unsynced(forum, "lost"))
         raise RuntimeError("the disk is full")
 
-    async def scenario() -> Outcome:
+    async def on_the_writer() -> Outcome:
         forum.storage.start(asyncio.get_running_loop())
         try:
             with pytest.raises(RuntimeError, match="disk is full"):
@@ -577,10 +578,33 @@ def test_a_batch_that_fails_leaves_nothing_behind(forum: Board) -> None:
         finally:
             forum.storage.close()
 
-    kept = ok(asyncio.run(scenario()))
+    if thread == "writer":
+        kept = ok(asyncio.run(on_the_writer()))
+    else:
+        with pytest.raises(RuntimeError, match="disk is full"):
+            forum.storage.run_sync(post_then_fail)
+        kept = ok(forum.storage.run_sync(lambda: post_unsynced(forum, "kept")))
     assert kept.id == 1  # the id of the post rolled back is given out again
     assert [m.text for m in messages(forum, 1)] == ["kept"]
     assert stored_seqs(forum) == list(range(1, entries_before + 2))
+
+
+def test_rows_held_back_stay_few(forum: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However long a transaction, the board holds back at most MAX_ROWS_PER_INSERT rows:
+    the posts of a whole truncate's replay must not all wait in memory."""
+    inserted: list[int] = []
+    insert_rows = board_module._insert_rows
+
+    def counting(conn, insert: str, row: str, rows: list[tuple]) -> None:
+        inserted.append(len(rows))
+        insert_rows(conn, insert, row, rows)
+
+    monkeypatch.setattr(board_module, "_insert_rows", counting)
+    posts = 3 * board_module.MAX_ROWS_PER_INSERT + 5
+    forum.storage.run_sync(lambda: [post_unsynced(forum, f"m{i}") for i in range(posts)])
+    forum.storage.run_sync(lambda: forum.truncate(forum.applied_seq))  # replays every post
+    assert max(inserted) == board_module.MAX_ROWS_PER_INSERT
+    assert len(messages(forum, 1)) == posts
 
 
 # ------------------------------------------------ determinism and truncate

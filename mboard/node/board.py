@@ -443,6 +443,8 @@ class Board:
         self._apply_state(entry)
         topic_id = entry.message.topic_id or entry.topic.id or None
         self._held_log.append((entry.seq, entry.epoch, topic_id, entry.request_id or None, blob))
+        if len(self._held_log) >= MAX_ROWS_PER_INSERT:
+            self.flush()
         if entry.request_id:
             self.requests.add(entry.seq, entry.request_id)
         self.applied_seq = entry.seq
@@ -464,6 +466,8 @@ class Board:
                 )
             )
             self.next_message_id = max(self.next_message_id, message.id + 1)
+            if len(self._held_messages) >= MAX_ROWS_PER_INSERT:  # memory stays bounded
+                self.flush()
             return
         self.flush()  # what follows may change a post held back
         conn = self._conn()
@@ -503,7 +507,8 @@ class Board:
         each. That matters beyond SQLite's own work: every statement lets go of the GIL
         while SQLite runs, and the writer then waits for the event loop to hand it back.
         The storage calls this before each commit; the board before any statement that
-        could see those rows.
+        could see those rows, and once it holds MAX_ROWS_PER_INSERT of them (a stream batch
+        of 500 entries, or a truncate replaying the whole log, goes in as it is applied).
         """
         conn = self._conn()
         if self._held_messages:

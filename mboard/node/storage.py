@@ -11,13 +11,14 @@ transaction. The event loop never touches SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -208,10 +209,8 @@ class Storage:
 
     def run_sync(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` in a transaction on the calling thread (before ``start``, or tests)."""
-        with self.db.connection_context(), self.db.atomic():
-            result = fn()
-            self._before_commit()
-            return result
+        with self.db.connection_context(), self._transaction():
+            return fn()
 
     def connection(self) -> sqlite3.Connection:
         """The calling thread's raw connection, for the few hot statements."""
@@ -242,20 +241,26 @@ class Storage:
     def _run_transaction(self, batch: list) -> list:
         outcomes: list[FinishedJob] = []
         try:
-            with self.db.atomic():
+            with self._transaction():
                 for fn, future, then in batch:
                     outcomes.append((future, fn(), None, then))
-                self._before_commit()
         except Exception as exc:  # handed to every caller of the batch
             log.exception("write batch failed and was rolled back")
             outcomes = [(future, None, exc, None) for _, future, _ in batch]
-            if self.after_rollback:
-                self.after_rollback()
         return outcomes
 
-    def _before_commit(self) -> None:
-        if self.before_commit:
-            self.before_commit()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction, with the ``before_commit`` and ``after_rollback`` hooks."""
+        try:
+            with self.db.atomic():
+                yield
+                if self.before_commit:
+                    self.before_commit()
+        except Exception:
+            if self.after_rollback:
+                self.after_rollback()
+            raise
 
     def close(self) -> None:
         if self._threads:
