@@ -168,9 +168,9 @@ class Storage:
         self._reader_count = readers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
-        # Called on the writer thread before a batch commits, so whoever holds rows back to
-        # insert them together can do so, and after a batch rolled back, so whoever keeps
-        # state in memory beside the database can reload it.
+        # Called in every transaction (writer batches and run_sync) before it commits, so
+        # whoever holds rows back to insert them together can do so, and after it rolled
+        # back, so whoever keeps state in memory beside the database can reload it.
         self.before_commit: Callable[[], None] | None = None
         self.after_rollback: Callable[[], None] | None = None
 
