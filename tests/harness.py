@@ -268,8 +268,10 @@ class Cluster:
         predicate: Callable[[], T],
         timeout: float = WAIT_TIMEOUT,
         what: str | Callable[[], str] = "",
+        interval: float = POLL_INTERVAL,
     ) -> T:
-        """Poll ``predicate`` until it returns something true and return that.
+        """Poll ``predicate`` every ``interval`` seconds until it returns something true and
+        return that.
 
         RPC and OS errors count as "not yet". On timeout, raise WaitTimeout naming ``what``
         (a callable is asked at that moment), the last error and the process logs' tails.
@@ -285,7 +287,7 @@ class Cluster:
                 last_error = exc
             if time.monotonic() >= deadline:
                 break
-            time.sleep(POLL_INTERVAL)
+            time.sleep(interval)
         error = f"\nlast error: {_describe(last_error)}" if last_error else ""
         what = what() if callable(what) else what or repr(predicate)
         raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}{error}\n{self.logs()}")

@@ -93,7 +93,7 @@ def test_joining_node_catches_up_as_a_learner_while_writes_go_on(cluster: Cluste
         cluster.control_address, topic_id, user_id, writers=8, max_seconds=LOAD_SECONDS, tag="live"
     ) as load:
         cluster.wait_for(lambda: load.ack_count() >= 20, what="the live load to get going")
-        cluster.start_node("n3")
+        cluster.start_node("n3", wait=False)  # the looks below start at once
         # While n3 is a learner: (when, its applied_seq, the tail's committed_seq then).
         seen_learning: list[tuple[float, int, int]] = []
 
@@ -109,12 +109,14 @@ def test_joining_node_catches_up_as_a_learner_while_writes_go_on(cluster: Cluste
                 seen_learning.append((time.monotonic(), status.applied_seq, tail.committed_seq))
             return status.role == "tail" and chain == ["n1", "n2", "n3"]
 
-        cluster.wait_for(promoted, timeout=LOAD_SECONDS, what="n3 to catch up and become tail")
+        cluster.wait_for(
+            promoted, timeout=LOAD_SECONDS, what="n3 to catch up and become tail", interval=0.005
+        )
         promoted_at = time.monotonic()
         assert seen_learning, "n3 was never seen as a learner"
         # The chain committed entries the learner did not hold yet: commits never wait for
-        # it. (It catches up fast, some 20,000 entries in a fraction of a second: a look or
-        # two is all the test gets.)
+        # it. (It catches up fast, some 20,000 entries in a fraction of a second: hence the
+        # quick looks, and a look or two may be all the test gets on a busy machine.)
         assert any(applied < committed for _, applied, committed in seen_learning), seen_learning
         first_at, first_applied, _ = seen_learning[0]
         acked_meanwhile = sum(1 for ack in load.acks if first_at <= ack.at <= promoted_at)
