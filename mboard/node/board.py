@@ -443,8 +443,6 @@ class Board:
         self._apply_state(entry)
         topic_id = entry.message.topic_id or entry.topic.id or None
         self._held_log.append((entry.seq, entry.epoch, topic_id, entry.request_id or None, blob))
-        if len(self._held_log) >= MAX_ROWS_PER_INSERT:
-            self.flush()
         if entry.request_id:
             self.requests.add(entry.seq, entry.request_id)
         self.applied_seq = entry.seq
@@ -466,7 +464,9 @@ class Board:
                 )
             )
             self.next_message_id = max(self.next_message_id, message.id + 1)
-            if len(self._held_messages) >= MAX_ROWS_PER_INSERT:  # memory stays bounded
+            # Memory stays bounded. The held log rows are as many, at most one more: any
+            # other kind of entry flushes both before its own row is held.
+            if len(self._held_messages) >= MAX_ROWS_PER_INSERT:
                 self.flush()
             return
         self.flush()  # what follows may change a post held back
