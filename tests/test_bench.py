@@ -7,12 +7,13 @@ import itertools
 import json
 import re
 import signal
+from array import array
 
 import pytest
 from harness import START_TIMEOUT, WAIT_TIMEOUT, Cluster
 
 from mboard.api import razpravljalnica_pb2 as pb
-from mboard.bench import format_table, steal_share
+from mboard.bench import _Listener, format_table, steal_share
 from mboard.up import mboard_command
 
 pytestmark = pytest.mark.timeout(240)
@@ -153,3 +154,27 @@ def test_steal_share_is_stolen_ticks_over_all_ticks() -> None:
     assert steal_share((10, 1000), (30, 1200)) == pytest.approx(0.1)
     assert steal_share(None, (30, 1200)) is None
     assert steal_share((10, 1000), (10, 1000)) is None  # no time passed
+
+
+def test_a_subscription_counts_each_acknowledged_post_it_never_got() -> None:
+    listener = _Listener(first_id=100)  # the warm-up post
+    for message_id in (101, 103, 103, 9000):  # one twice, one far past what it held so far
+        listener.mark(message_id)
+    acknowledged = array("q", [101, 102, 103, 9000, 9001])
+    assert listener.missed(acknowledged) == 2  # 102, and 9001 past everything it saw
+    assert listener.highest == 9000
+    assert _Listener(first_id=100).missed(acknowledged) == len(acknowledged)
+
+
+def test_the_table_says_how_many_deliveries_are_missing() -> None:
+    figures = {
+        "control": "127.0.0.1:50050", "writers": 1, "readers": 1, "subscribers": 2,
+        "duration_s": 1.0, "interrupted": False, "writes": 10, "writes_per_s": 10.0,
+        "write_p50_ms": 1.0, "write_p99_ms": 2.0, "max_write_gap_ms": 3.0, "reads": 10,
+        "reads_per_s": 10.0, "read_p50_ms": 1.0, "read_p99_ms": 2.0, "events": 17,
+        "events_per_s": 17.0, "event_p50_ms": 1.0, "event_p99_ms": 2.0,
+        "subscriber_resumes": 1, "errors": 0, "error_kinds": {},
+    }  # fmt: skip
+    assert "3 deliveries MISSING; resumes: 1" in format_table({**figures, "missed_events": 3})
+    every = format_table({**figures, "missed_events": 0})
+    assert "every subscriber got every acknowledged post" in every and "MISSING" not in every
