@@ -278,6 +278,15 @@ def test_a_learner_that_missed_the_old_tails_removal_waits_for_a_lease():
     assert learner.awaiting_lease
 
 
+def test_a_learner_that_missed_epochs_waits_for_a_lease_even_behind_the_old_tail():
+    # In the epochs it missed, another node may have been tail and served reads.
+    learner = ChainState("n3")
+    learner.adopt(config(2, ["n1", "n2"], ["n3"]))
+    learner.adopt(config(5, ["n1", "n2", "n3"]))  # promoted behind n2, epochs 3 and 4 missed
+    assert learner.awaiting_lease
+    assert "lease" in learner.refuse_read(now=1.0)
+
+
 def test_a_tail_that_missed_epochs_waits_for_a_lease():
     # Meanwhile n3 may have been promoted, leased, and removed while still alive.
     tail = ChainState("n2")
@@ -292,6 +301,17 @@ def test_a_tail_that_missed_epochs_waits_for_a_lease():
     assert "lease" in tail.refuse_read(now=1.0)
     tail.grant_lease(5, until=10.0)
     assert tail.refuse_read(now=1.0) is None
+
+
+def test_a_new_learner_starts_with_nothing_acknowledged():
+    # Acks of the learner before it count for nothing: else a new one looks caught up at once.
+    tail = ChainState("n1")
+    tail.adopt(config(1, ["n1"], ["n2"]))
+    tail.note_applied(500)
+    tail.note_successor_ack(cluster_pb2.Ack(applied_seq=500), sent_seq=500)
+    assert tail.learner_caught_up()
+    tail.adopt(config(2, ["n1"], ["n3"]))  # n2 left; n3 joins behind the tail
+    assert tail.successor_applied_seq == 0 and not tail.learner_caught_up()
 
 
 def test_a_tail_waiting_for_its_lease_takes_no_commit_point_from_its_learner():
