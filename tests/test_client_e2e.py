@@ -243,8 +243,10 @@ class FakeControl(pb_grpc.ControlPlaneServicer, cluster_pb2_grpc.ControlServicer
         self.board = board
         self.down_address = down_address  # a member that never answers Node.Status
         self.no_chain = False
+        self.state_calls = 0
 
     async def GetClusterState(self, request, context):
+        self.state_calls += 1
         if self.no_chain:
             return pb.GetClusterStateResponse()
         node = pb.NodeInfo(node_id=NODE_ID, address=self.board.address)
@@ -469,6 +471,7 @@ def test_no_chain_is_retried_until_the_deadline(fake: FakeCluster) -> None:
     assert result.stderr == (
         "error: UNAVAILABLE: no chain: no data node is serving (is `mboard up` running?)\n"
     )
+    assert fake.control.state_calls >= 2  # asked again after "no chain", not given up at once
 
 
 def test_control_plane_unreachable(closed_port: int) -> None:
