@@ -208,9 +208,11 @@ def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
     saved: list[Saved] = []
 
     def persist(state: Saved) -> None:
-        # A new configuration reaches the disk while the old one is still the visible one
-        # (saving the lease holder keeps the configuration as it is).
-        assert state.config.epoch > m.config.epoch or state.config == m.config
+        previous = saved[-1].config if saved else ChainConfig()
+        if state.config != previous:  # a new configuration: on disk before it is visible
+            assert state.config.epoch > m.config.epoch and m.config == previous
+        else:  # saving the lease holder or the commit floor keeps the configuration
+            assert state.config == m.config
         saved.append(state)
 
     m = membership(persist=persist)
