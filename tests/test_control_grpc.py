@@ -209,3 +209,31 @@ def test_restart_chain_names_what_stops_it(cluster, fake_nodes):
     refused = restart("n1")
     assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert refused.details() == "the chain is running (head n1): nothing to restart"
+
+
+def test_register_without_an_id_or_address_is_refused(cluster):
+    cluster.start_control()
+    for info in (pb.NodeInfo(address="127.0.0.1:1"), pb.NodeInfo(node_id="n1")):
+        with pytest.raises(grpc.RpcError) as refused:
+            cluster.control_stub().Register(cluster_pb2.RegisterRequest(node=info), timeout=2)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "node.node_id and node.address" in refused.value.details()
+    assert cluster.control_status().config == cluster_pb2.ChainConfig()
+
+
+def test_a_stale_leave_does_not_end_the_lease_of_the_nodes_new_run(cluster, fake_nodes):
+    # Long timings: only the Leave could explain a lease for n1.
+    cluster.start_control(failure_timeout=60, lease=30)
+    n1, n2 = fake(fake_nodes, "n1"), fake(fake_nodes, "n2")
+    register(cluster, n1)
+    register(cluster, n2)
+    assert heartbeat(cluster, n1, epoch=2).lease_s > 0
+    cluster.control_stub().ReportCaughtUp(
+        cluster_pb2.CaughtUpRequest(epoch=2, tail_id="n1", learner_id="n2"), timeout=2
+    )
+    cluster.wait_for(lambda: heartbeat(cluster, n2, epoch=3).lease_s > 0, what="lease for n2")
+    n2.stop()  # it hears no more pushes: only its Leave could say its lease is over
+    # A Leave n2 sent in epoch 2, arriving late: its run that holds the lease never left.
+    cluster.control_stub().Leave(cluster_pb2.LeaveRequest(node_id="n2", epoch=2), timeout=2)
+    assert ids(cluster.cluster_state().chain) == ["n1"]
+    assert heartbeat(cluster, n1, epoch=4).lease_s == 0
