@@ -19,6 +19,7 @@ def test_saved_state_is_loaded_after_reopening(tmp_path):
     store = Store(tmp_path)
     saved = Saved(ChainConfig(7, (N1,), (N2,)), lease_holder="n1")
     store.save(saved)
+    assert store.load() == saved  # the lease holder too
     store.save(Saved(ChainConfig(8, (N1, N2), ()), lease_holder=None))
     store.close()
     reopened = Store(tmp_path)
