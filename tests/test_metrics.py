@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import urllib.request
 
+import grpc
+import pytest
 from harness import free_port
 
 from mboard.api import razpravljalnica_pb2 as pb
@@ -52,7 +54,10 @@ def test_node_metrics_move_under_load(cluster):
         board.PostMessage(
             pb.PostMessageRequest(topic_id=topic.id, user_id=user.id, text=f"m{i}"), timeout=10
         )
+    with pytest.raises(grpc.RpcError):  # a refused write is counted under its status
+        board.CreateUser(pb.CreateUserRequest(name="metrics"), timeout=10)
     after = scrape(metrics_address)
+    assert after['mboard_writes_total{result="ALREADY_EXISTS"}'] == 1
 
     assert (
         after['mboard_writes_total{result="OK"}']
