@@ -110,6 +110,16 @@ def test_up_restarts_after_everything_was_killed(cluster, tmp_path):
     assert cluster.stop("second") == 0
 
 
+def test_up_warns_about_a_child_that_exits(cluster, tmp_path):
+    start_up(cluster, tmp_path, nodes=1)
+    up = cluster.processes["up"]
+    node_pid = int((tmp_path / "data" / "node1" / "LOCK").read_text())  # the node writes it
+    os.kill(node_pid, signal.SIGKILL)
+    warning = "warning: node1 exited with code -9; see "
+    cluster.wait_for(lambda: warning in up.log(), START_TIMEOUT, "the warning about node1")
+    assert cluster.stop("up") == 0
+
+
 def test_children_stop_when_up_is_killed(cluster, tmp_path):
     """SIGKILL leaves `mboard up` no chance to stop its children: they notice it is gone
     (their stdin pipe closes) and stop by themselves, freeing every port."""
