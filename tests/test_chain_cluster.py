@@ -171,19 +171,24 @@ def test_retry_at_a_new_head_returns_the_original_result(cluster: Cluster) -> No
 
 def test_write_not_committed_in_time_is_unavailable_and_safe_to_retry(cluster: Cluster) -> None:
     # The frozen tail must stay in the chain: far longer failure timeout than write timeout.
-    user_id, topic_id = start_chain(cluster, ["n1", "n2"], failure_timeout=60.0, lease=5.0)
+    nodes = ["n1", "n2", "n3"]
+    user_id, topic_id = start_chain(cluster, nodes, failure_timeout=60.0, lease=5.0)
     post = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="while frozen")
     metadata = (("x-request-id", str(uuid.uuid4())),)
     head = cluster.board("n1")
 
-    cluster.pause("n2")
+    cluster.pause("n3")  # the head and the middle apply the post: it is not committed
     try:
         with pytest.raises(grpc.RpcError) as timed_out:
             head.PostMessage(post, timeout=60, metadata=metadata)
+        # A retry finds the entry in the log, and waits for its commit all the same.
+        with pytest.raises(grpc.RpcError) as retried_frozen:
+            head.PostMessage(post, timeout=60, metadata=metadata)
     finally:
-        cluster.resume("n2")
-    assert timed_out.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "same x-request-id" in timed_out.value.details()
+        cluster.resume("n3")
+    for refused in (timed_out, retried_frozen):
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "same x-request-id" in refused.value.details()
 
     def retry() -> pb.Message:
         return head.PostMessage(post, timeout=RPC_TIMEOUT, metadata=metadata)
@@ -193,5 +198,5 @@ def test_write_not_committed_in_time_is_unavailable_and_safe_to_retry(cluster: C
     assert posted.text == post.text
     assert retry() == posted
     assert [m.text for m in tail_messages(cluster, topic_id)].count(post.text) == 1
-    statuses = wait_converged(cluster, ["n1", "n2"])
+    statuses = wait_converged(cluster, nodes)
     assert statuses[0].applied_seq == 3  # user, topic, and the post once
