@@ -11,6 +11,7 @@
 - a history of several replay pages, while posts go on: the snapshot and a from_sequence
   replay each meet the live events without gap or overlap;
 - a subscriber that stops reading is cut off while the others and the writes go on;
+- a post the tail has not applied (it is frozen) is streamed by no node, live or replayed;
 - under a write load, the node serving a subscription (or the head) is SIGKILLed: the library
   resumes on another node (or stays) and delivers every acknowledged post exactly once, in
   seq order.
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -518,6 +520,65 @@ def test_a_subscriber_that_never_reads_is_cut_off(cluster: Cluster) -> None:
             "the subscriber fell more than 50 events behind; "
             f"resume with from_sequence={got[-1].sequence_number}"
         )
+
+
+# ------------------------------------------------------------ commits only
+
+
+def test_an_entry_the_tail_has_not_applied_is_not_streamed(cluster: Cluster) -> None:
+    """Head and middle apply a post while the tail is frozen: neither streams it, live or in
+    a replay, until the tail has it (the frozen tail stays in the chain: long timeouts)."""
+    nodes = ["n1", "n2", "n3"]
+    control = {"secret": SECRET, "failure_timeout": 60.0, "lease": 5.0}
+    cluster.start_chain(nodes, control=control)
+    with_client(cluster, lambda client: client.create_user("Alice"))
+    with_client(cluster, lambda client: client.create_topic("General"))
+    granted_by_node: dict[str, pb.SubscriptionNodeResponse] = {}
+    for _ in range(2 * len(nodes)):  # the head spreads its grants over the chain
+        granted = grant(cluster, 1, [1])
+        granted_by_node.setdefault(granted.node.node_id, granted)
+    head = cluster.board("n1")
+
+    def post(text: str, metadata: tuple = ()) -> pb.Message:
+        request = pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
+        return head.PostMessage(request, timeout=RPC_TIMEOUT, metadata=metadata)
+
+    def opened_on(node: str) -> RawStream:
+        granted = granted_by_node[node]
+        return RawStream(granted.node.address, subscribe_request(granted, 1, [1]))
+
+    def texts(stream: RawStream) -> list[str]:
+        return [event.message.text for event in stream.events]
+
+    with contextlib.ExitStack() as opened:
+        streams = {node: opened.enter_context(opened_on(node)).read() for node in ("n1", "n2")}
+        post("committed")
+        cluster.wait_for(
+            lambda: all(texts(stream) == ["committed"] for stream in streams.values()),
+            EVENTS_TIMEOUT,
+            "the committed post on both streams",
+        )
+        metadata = (("x-request-id", str(uuid.uuid4())),)
+        cluster.pause("n3")
+        try:
+            with pytest.raises(grpc.RpcError) as timed_out:
+                post("uncommitted", metadata)
+            assert timed_out.value.code() == grpc.StatusCode.UNAVAILABLE
+            for node, stream in streams.items():
+                assert texts(stream) == ["committed"], f"{node} streamed an uncommitted post"
+            # Nor does a replay show it: a stream opened now waits for the commit, in vain.
+            late = opened.enter_context(opened_on("n1")).read()
+            assert late.ended.wait(EVENTS_TIMEOUT), "the replay did not wait for the commit"
+            assert (late.code, late.events) == (grpc.StatusCode.UNAVAILABLE, [])
+        finally:
+            cluster.resume("n3")
+        cluster.wait_for(lambda: post("uncommitted", metadata), what="the retried post")
+        cluster.wait_for(
+            lambda: all(texts(s) == ["committed", "uncommitted"] for s in streams.values()),
+            EVENTS_TIMEOUT,
+            "the post on both streams once the tail has it",
+        )
+        assert [stream.error for stream in streams.values()] == [None, None]
 
 
 # ------------------------------------------------------------ node killed
