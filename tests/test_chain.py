@@ -183,6 +183,27 @@ def test_former_head_rejoins_and_converges():
     assert [epoch for _, epoch in n1.log] == [1, 1, 1, 2, 2, 2, 2]
 
 
+def test_a_node_back_after_the_chain_was_restarted_drops_what_the_new_head_lacks():
+    # n1 committed 9 entries; n2 had 6 of them when both went down, and the operator
+    # restarted the chain from n2 (mboard restart-chain). When n1 comes back behind it, its
+    # 7..9 are no longer the chain's, committed or not: n2 writes its own 7..9.
+    n1, n2 = FakeNode("n1"), FakeNode("n2")
+    n1.state.adopt(config(1, ["n1"]))
+    n1.state.grant_lease(1, until=float("inf"))
+    n1.append_as_head(9)
+    assert n1.state.committed_seq == 9
+    n2.log = n1.log[:6]
+    n2.state.note_applied(6)
+    for node in (n1, n2):
+        node.state.adopt(config(5, ["n2"], ["n1"]))
+    n2.state.grant_lease(5, until=float("inf"))
+    link(n2, n1)
+    assert n1.log == n2.log == [(seq, 1) for seq in range(1, 7)]
+    n2.append_as_head(3)
+    link(n2, n1)
+    assert n1.log == n2.log and [epoch for _, epoch in n1.log[6:]] == [5, 5, 5]
+
+
 # -------------------------------------------------------- prefix and commit
 
 
