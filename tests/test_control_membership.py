@@ -159,9 +159,12 @@ def test_silent_member_is_removed_after_failure_timeout():
 
 def test_silence_while_the_control_plane_was_stalled_counts_against_nobody():
     m = chain_of(N1, N2)
-    beat(m, N1, now=1.0)
+    beat(m, N1, now=1.0)  # n2 has been silent since 0
     m.excuse(3.0, now=4.0)  # we heard nothing from 1.0 to 4.0 because we were stopped
     assert not m.expire(now=4.0)
+    # Only the stall is excused: n2's second of silence before it still counts.
+    assert m.expire(now=3.0 + FAILURE_TIMEOUT + 0.1)
+    assert ids(m.config.chain) == ["n1"]
     assert m.expire(now=4.0 + FAILURE_TIMEOUT + 0.1)
     assert ids(m.config.chain) == []
 
