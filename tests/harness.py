@@ -165,9 +165,10 @@ class Cluster:
             "id": node_id,
             "listen": f"127.0.0.1:{free_port()}",
             "data_dir": str(self.dir / node_id),
-            "control": self.control_address,
             **overrides,
         }
+        if "control" not in settings:  # else a control plane the test fakes
+            settings["control"] = self.control_address
 
         def serving() -> cluster_pb2.NodeStatus:
             return self.node_status(node_id, with_digest=False)
