@@ -60,17 +60,19 @@ class FakeBoard(pb_grpc.MessageBoardServicer):
         self.subscribe_requests: list[pb.SubscribeTopicRequest] = []
         self.changed = asyncio.Condition()
         # Failure knobs, set by tests before the call they affect.
-        self.unavailable_writes = 0  # answer this many write attempts UNAVAILABLE
-        self.abort_stream_after: int | None = None  # events, then UNAVAILABLE (once)
+        self.refused_writes = 0  # refuse this many write attempts with ``refusal``
+        self.refusal = grpc.StatusCode.UNAVAILABLE
+        self.abort_stream_after: int | None = None  # events, then abort_stream_with (once)
+        self.abort_stream_with = (grpc.StatusCode.UNAVAILABLE, "node is going away")
 
     # -- writes
 
     async def _write(self, method: str, context, apply):
         request_id = dict(context.invocation_metadata()).get("x-request-id", "")
         self.write_ids.append((method, request_id))
-        if self.unavailable_writes:
-            self.unavailable_writes -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "write not committed in time")
+        if self.refused_writes:
+            self.refused_writes -= 1
+            await context.abort(self.refusal, "write not committed in time")
         if request_id in self.results:
             return self.results[request_id]
         try:
@@ -225,7 +227,7 @@ class FakeBoard(pb_grpc.MessageBoardServicer):
             for event in pending:
                 if sent == self.abort_stream_after:
                     self.abort_stream_after = None
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "node is going away")
+                    await context.abort(*self.abort_stream_with)
                 yield event
                 sent += 1
             async with self.changed:
@@ -243,6 +245,7 @@ class FakeControl(pb_grpc.ControlPlaneServicer, cluster_pb2_grpc.ControlServicer
         self.board = board
         self.down_address = down_address  # a member that never answers Node.Status
         self.no_chain = False
+        self.down_role: str | None = None  # "head" or "tail": played by the member that is down
         self.state_calls = 0
 
     async def GetClusterState(self, request, context):
@@ -250,7 +253,11 @@ class FakeControl(pb_grpc.ControlPlaneServicer, cluster_pb2_grpc.ControlServicer
         if self.no_chain:
             return pb.GetClusterStateResponse()
         node = pb.NodeInfo(node_id=NODE_ID, address=self.board.address)
-        return pb.GetClusterStateResponse(head=node, tail=node, chain=[node], epoch=1)
+        down = pb.NodeInfo(node_id="fake-2", address=self.down_address)
+        head = down if self.down_role == "head" else node
+        tail = down if self.down_role == "tail" else node
+        chain = [head] if head is tail else [head, tail]
+        return pb.GetClusterStateResponse(head=head, tail=tail, chain=chain, epoch=1)
 
     async def GetStatus(self, request, context):
         live = pb.NodeInfo(node_id=NODE_ID, address=self.board.address)
@@ -449,12 +456,57 @@ def test_control_address_from_environment(fake: FakeCluster) -> None:
 
 
 def test_write_is_retried_with_the_same_request_id(fake: FakeCluster) -> None:
-    fake.board.unavailable_writes = 1
+    fake.board.refused_writes = 1
     result = mboard("client", "--control", fake.address, "create-user", "Alice")
     assert (result.returncode, result.stdout) == (0, "Created user: ID=1, Name=Alice\n")
     (method, first), (_, second) = fake.board.write_ids
     assert method == "CreateUser" and first and first == second
     assert len(fake.board.users) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "attempts"),
+    [
+        (grpc.StatusCode.FAILED_PRECONDITION, 2),  # not (yet) the head: ask again
+        (grpc.StatusCode.CANCELLED, 2),  # the node shut down under the call
+        (grpc.StatusCode.NOT_FOUND, 1),
+        (grpc.StatusCode.INVALID_ARGUMENT, 1),
+        (grpc.StatusCode.PERMISSION_DENIED, 1),
+    ],
+)
+def test_only_transient_refusals_are_retried(
+    fake: FakeCluster, code: grpc.StatusCode, attempts: int
+) -> None:
+    fake.board.refused_writes, fake.board.refusal = 1, code
+
+    async def scenario() -> pb.User:
+        async with Client(fake.address, timeout=5) as client:
+            return await client.create_user("Alice")
+
+    if attempts == 1:
+        with pytest.raises(BoardError) as caught:
+            asyncio.run(scenario())
+        assert caught.value.code == code
+    else:
+        assert asyncio.run(scenario()).name == "Alice"
+    assert len(fake.board.write_ids) == attempts
+    assert len({request_id for _, request_id in fake.board.write_ids}) == 1
+
+
+def test_reads_go_to_the_tail_and_writes_to_the_head(fake: FakeCluster) -> None:
+    async def scenario(down_role: str) -> None:
+        fake.control.down_role = down_role
+        async with Client(fake.address, timeout=1) as client:
+            if down_role == "tail":  # writes still go through
+                await client.create_user("Alice")
+                await client.create_topic("General")
+            else:  # the head is down: reads still go through
+                assert [t.name for t in await client.list_topics()] == ["General"]
+                assert (await client.get_user(1)).name == "Alice"
+                assert await client.get_messages(1) == []
+
+    asyncio.run(scenario("tail"))
+    asyncio.run(scenario("head"))
 
 
 def test_each_write_has_its_own_request_id(fake: FakeCluster) -> None:
@@ -599,7 +651,17 @@ def test_ctrl_c_ends_a_shell_subscription_not_the_shell(fake: FakeCluster) -> No
 # -------------------------------------------------------------------- the library
 
 
-def test_subscription_resumes_after_the_last_event(fake: FakeCluster) -> None:
+@pytest.mark.parametrize(
+    "abort_with",
+    [
+        (grpc.StatusCode.UNAVAILABLE, "node is going away"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "the subscriber fell more than 50 events behind"),
+        (grpc.StatusCode.PERMISSION_DENIED, "the subscribe token has expired"),
+    ],
+)
+def test_subscription_resumes_after_the_last_event(
+    fake: FakeCluster, abort_with: tuple[grpc.StatusCode, str]
+) -> None:
     async def scenario() -> tuple[list[pb.MessageEvent], list[str]]:
         moves: list[str] = []
         async with Client(fake.address, timeout=5) as client:
@@ -607,7 +669,7 @@ def test_subscription_resumes_after_the_last_event(fake: FakeCluster) -> None:
             await client.create_topic("General")
             await client.post(1, 1, "one")
             await client.post(1, 1, "two")
-            fake.board.abort_stream_after = 1
+            fake.board.abort_stream_after, fake.board.abort_stream_with = 1, abort_with
             events = []
             async for event in client.subscribe(1, [1], on_move=moves.append):
                 events.append(event)
@@ -627,7 +689,8 @@ def test_subscription_resumes_after_the_last_event(fake: FakeCluster) -> None:
     assert (first.from_sequence, first.subscribe_token) == (0, "token-1")
     assert (second.from_sequence, second.subscribe_token) == (3, "token-2")
     assert len(moves) == 1 and "resuming after seq 3" in moves[0]
-    assert "UNAVAILABLE: node is going away" in moves[0]
+    code, details = abort_with
+    assert f"{code.name}: {details}" in moves[0]
 
 
 def test_library_raises_board_error_with_code(fake: FakeCluster) -> None:
