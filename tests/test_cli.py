@@ -132,6 +132,26 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list:
     return seen
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("failure_timeout: 2\nlease: 2\n", "lease", "must be shorter than failure_timeout"),
+        ("heartbeat_interval: 3\n", "heartbeat_interval", "must be shorter than failure_timeout"),
+        ("metrics: {listn: 127.0.0.1:9100}\n", "metrics.listn", "unknown key"),
+        ("log: {level: info, fromat: json}\n", "log.fromat", "unknown key"),
+    ],
+)
+def test_bad_control_config_names_the_file_key_and_problem(
+    calls: list, tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    config = tmp_path / "control.yaml"
+    config.write_text(text)
+    result = invoke("control", "--config", str(config))
+    assert (result.exit_code, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert result.stderr.startswith(f"error: {config}: {key}: {problem}"), result.stderr
+    assert not [call for call in calls if call[0] == "mboard.control.server"]
+
+
 def test_control_command_applies_overrides(calls: list, tmp_path: Path) -> None:
     config = tmp_path / "control.yaml"
     config.write_text("listen: 127.0.0.1:6000\nlog: {level: debug}\n")
