@@ -211,9 +211,11 @@ def test_text_length_and_nul(open_board: OpenBoard) -> None:
     assert ok(post(board, 1, 1, "x" * 10)).text == "x" * 10
     refused(post(board, 1, 1, "x" * 11), grpc.StatusCode.INVALID_ARGUMENT, "11", "10")
     refused(post(board, 1, 1, ""), grpc.StatusCode.INVALID_ARGUMENT, "text")
+    refused(post(board, 1, 1, " \n\t"), grpc.StatusCode.INVALID_ARGUMENT, "empty")
     refused(post(board, 1, 1, "a\x00b"), grpc.StatusCode.INVALID_ARGUMENT, "NUL")
     refused(update(board, 1, 1, 1, "y" * 11), grpc.StatusCode.INVALID_ARGUMENT, "text")
     refused(update(board, 1, 1, 1, "\x00"), grpc.StatusCode.INVALID_ARGUMENT, "NUL")
+    refused(update(board, 1, 1, 1, "   "), grpc.StatusCode.INVALID_ARGUMENT, "empty")
     # Other control characters are fine in a text (it may span lines).
     assert ok(update(board, 1, 1, 1, "two\nlines")).text == "two\nlines"
     assert [m.text for m in messages(board, 1)] == ["two\nlines"]
