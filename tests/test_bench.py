@@ -135,14 +135,18 @@ def test_ctrl_c_ends_the_run_early_and_still_reports(cluster):
     assert re.search(r"^read\s+-\s+-\s+-\s+-", table, re.MULTILINE)
 
 
+# A run's figures without subscribers or baseline, for the table tests.
+FIGURES = {
+    "control": "127.0.0.1:50050", "writers": 1, "readers": 1, "subscribers": 0,
+    "duration_s": 1.0, "interrupted": False, "writes": 10, "writes_per_s": 10.0,
+    "write_p50_ms": 1.0, "write_p99_ms": 2.0, "max_write_gap_ms": 3.0, "reads": 10,
+    "reads_per_s": 10.0, "read_p50_ms": 1.0, "read_p99_ms": 2.0, "errors": 0,
+    "error_kinds": {},
+}  # fmt: skip
+
+
 def test_the_table_points_out_cpu_the_hypervisor_kept() -> None:
-    figures = {
-        "control": "127.0.0.1:50050", "writers": 1, "readers": 1, "subscribers": 0,
-        "duration_s": 1.0, "interrupted": False, "writes": 10, "writes_per_s": 10.0,
-        "write_p50_ms": 1.0, "write_p99_ms": 2.0, "max_write_gap_ms": 3.0, "reads": 10,
-        "reads_per_s": 10.0, "read_p50_ms": 1.0, "read_p99_ms": 2.0, "errors": 0,
-        "error_kinds": {}, "client_cpu": {"write": 0.1, "read": 0.1},
-    }  # fmt: skip
+    figures = {**FIGURES, "client_cpu": {"write": 0.1, "read": 0.1}}
     quiet = format_table({**figures, "cpu_steal": {"write": 0.004, "read": 0.0}})
     assert "hypervisor" not in quiet
     busy = format_table({**figures, "cpu_steal": {"write": 0.17, "read": 0.004}})
@@ -168,12 +172,8 @@ def test_a_subscription_counts_each_acknowledged_post_it_never_got() -> None:
 
 def test_the_table_says_how_many_deliveries_are_missing() -> None:
     figures = {
-        "control": "127.0.0.1:50050", "writers": 1, "readers": 1, "subscribers": 2,
-        "duration_s": 1.0, "interrupted": False, "writes": 10, "writes_per_s": 10.0,
-        "write_p50_ms": 1.0, "write_p99_ms": 2.0, "max_write_gap_ms": 3.0, "reads": 10,
-        "reads_per_s": 10.0, "read_p50_ms": 1.0, "read_p99_ms": 2.0, "events": 17,
-        "events_per_s": 17.0, "event_p50_ms": 1.0, "event_p99_ms": 2.0,
-        "subscriber_resumes": 1, "errors": 0, "error_kinds": {},
+        **FIGURES, "subscribers": 2, "events": 17, "events_per_s": 17.0, "event_p50_ms": 1.0,
+        "event_p99_ms": 2.0, "subscriber_resumes": 1,
     }  # fmt: skip
     assert "3 deliveries MISSING; resumes: 1" in format_table({**figures, "missed_events": 3})
     every = format_table({**figures, "missed_events": 0})
