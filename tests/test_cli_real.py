@@ -2,7 +2,8 @@
 
 The original README's example session, run as one-shot commands and through a piped shell,
 prints exactly the original client's lines; `mboard node` refuses a broken configuration and
-a data directory another node holds, each in one line.
+a data directory another node holds, each in one line, and so does a second control plane
+on the running one's data directory.
 """
 
 from __future__ import annotations
@@ -111,3 +112,22 @@ def test_second_node_on_the_same_data_dir_refuses(cluster: Cluster, tmp_path: Pa
     # The refused node never joined, and the one that owns the directory still serves.
     assert [m.node.node_id for m in cluster.control_status().members] == ["n1"]
     assert cluster.node_status("n1").role == "head+tail"
+
+
+def test_second_control_plane_on_the_same_data_dir_refuses(cluster: Cluster) -> None:
+    cluster.start_chain(["n1", "n2"])
+    before = cluster.control_status()
+    data_dir = cluster.dir / "control"  # the harness puts the control plane's state here
+    assert (data_dir / "control.db").exists()
+    result = mboard("control", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir))
+    pid = cluster.processes["control"].popen.pid
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: data directory {data_dir} is in use by another mboard control plane (pid {pid})\n",
+    )
+    # It never ran: a second control plane on the same state would have found the nodes
+    # silent (they heartbeat to the first) and saved a new epoch without them.
+    after = cluster.control_status()
+    assert after.config.epoch == before.config.epoch
+    assert [m.node.node_id for m in after.members] == ["n1", "n2"]
+    assert cluster.node_status("n1").role == "head"

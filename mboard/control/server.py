@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
-from mboard import grpc_util, metrics
+from mboard import datadir, grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -33,6 +35,7 @@ def run(config: ControlConfig, exit_with_parent: bool = False) -> None:
 
 async def _serve(config: ControlConfig, exit_with_parent: bool) -> None:
     stop = grpc_util.stop_event(exit_with_parent)
+    lock = datadir.lock(Path(config.data_dir), "mboard control plane")
     store = Store(config.data_dir)
     try:
         controller = Controller(config, store)
@@ -66,3 +69,4 @@ async def _serve(config: ControlConfig, exit_with_parent: bool) -> None:
             await controller.close()
     finally:
         store.close()
+        os.close(lock)

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2
 
-from mboard import grpc_util, metrics
+from mboard import datadir, grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.config import NodeConfig
@@ -21,7 +21,7 @@ from mboard.config import NodeConfig
 from .board import Board
 from .core import NodeCore
 from .service import NodeService, add_board_service
-from .storage import Storage, lock_data_dir
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 CONTROL_CALL_TIMEOUT = 1.0
@@ -152,7 +152,7 @@ async def serve(
 ) -> None:
     """Run a node until ``stop`` is set (when None: until SIGINT or SIGTERM, or with
     ``exit_with_parent`` until stdin closes)."""
-    lock = lock_data_dir(config.data_path)
+    lock = datadir.lock(config.data_path, "mboard node")
     storage = Storage(config.data_path / "board.db", config.durability)
     board = Board(storage, config.max_text_length, config.page_max)
     core = NodeCore(config, storage, board)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -116,30 +114,6 @@ class State(BaseModel):
 
 MODELS = [User, Topic, Message, Like, LogEntry, State]
 BOARD_MODELS = [User, Topic, Message, Like]
-
-
-class DataDirInUse(OSError):
-    """An OSError, so `mboard node` reports it in one line like a busy port."""
-
-
-def lock_data_dir(path: Path) -> int:
-    """Take an exclusive lock on ``path`` so two nodes never share one database.
-
-    Returns the lock file descriptor; the lock lasts as long as the process holds it.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise DataDirInUse(
-            f"data directory {path} is in use by another mboard node (pid {holder})"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
 
 
 class Storage:
