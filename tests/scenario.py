@@ -15,6 +15,7 @@ from load import WriteLoad, read_all_messages
 
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
+from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from mboard.client import Client
 from mboard.config import ControlConfig
 
@@ -91,8 +92,8 @@ def tail_messages(cluster: Cluster, topic_id: int) -> list[pb.Message]:
     """The topic's full content, read page by page at the current tail."""
 
     def read() -> list[pb.Message]:
-        tail = cluster.cluster_state().tail.node_id
-        return read_all_messages(cluster.board(tail), topic_id)
+        tail = cluster.cluster_state().tail  # by address: a process name need not be its id
+        return read_all_messages(pb_grpc.MessageBoardStub(cluster.channel(tail.address)), topic_id)
 
     return cluster.wait_for(read, what=f"reading topic {topic_id} at the tail")
 

@@ -3,7 +3,7 @@
 The original README's example session, run as one-shot commands and through a piped shell,
 prints exactly the original client's lines; `mboard node` refuses a broken configuration and
 a data directory another node holds, each in one line, and so does a second control plane
-on the running one's data directory.
+on the running one's data directory; a node given an id a live node holds stops and says so.
 """
 
 from __future__ import annotations
@@ -131,3 +131,31 @@ def test_second_control_plane_on_the_same_data_dir_refuses(cluster: Cluster) -> 
     assert after.config.epoch == before.config.epoch
     assert [m.node.node_id for m in after.members] == ["n1", "n2"]
     assert cluster.node_status("n1").role == "head"
+
+
+def test_a_node_given_an_id_a_live_node_holds_stops_and_says_so(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_chain(["n1", "n2"])
+    before = cluster.control_status()
+    config = tmp_path / "second-n2.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "id": "n2",
+                "listen": f"127.0.0.1:{free_port()}",
+                "data_dir": str(tmp_path / "second-n2"),
+                "control": cluster.control_address,
+            }
+        )
+    )
+    result = mboard("node", "--config", str(config))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: the control plane at {cluster.control_address} refused node n2: node id n2 "
+        f"is taken by a live node at {cluster.address('n2')}: give this node another id, "
+        "or stop that one first"
+    )
+    # The chain never changed: the live n2 is still the tail, serving reads.
+    assert cluster.control_status().config == before.config
+    assert cluster.node_status("n2").serving_reads

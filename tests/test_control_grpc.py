@@ -70,8 +70,15 @@ def register(cluster: Cluster, node: FakeNode) -> cluster_pb2.RegisterReply:
 
 
 def heartbeat(cluster: Cluster, node: FakeNode, epoch: int = 0) -> cluster_pb2.HeartbeatReply:
-    request = cluster_pb2.HeartbeatRequest(node_id=node.node_id, epoch=epoch)
+    request = cluster_pb2.HeartbeatRequest(
+        node_id=node.node_id, epoch=epoch, address=node.info.address
+    )
     return cluster.control_stub().Heartbeat(request, timeout=2)
+
+
+def leave(cluster: Cluster, node: FakeNode, epoch: int) -> None:
+    request = cluster_pb2.LeaveRequest(node_id=node.node_id, epoch=epoch, address=node.info.address)
+    cluster.control_stub().Leave(request, timeout=2)
 
 
 def ids(nodes) -> list[str]:
@@ -237,3 +244,53 @@ def test_a_stale_leave_does_not_end_the_lease_of_the_nodes_new_run(cluster, fake
     cluster.control_stub().Leave(cluster_pb2.LeaveRequest(node_id="n2", epoch=2), timeout=2)
     assert ids(cluster.cluster_state().chain) == ["n1"]
     assert heartbeat(cluster, n1, epoch=4).lease_s == 0
+
+
+def test_an_id_a_live_node_holds_is_refused_to_a_node_elsewhere(cluster, fake_nodes):
+    cluster.start_control(failure_timeout=60)
+    member = fake(fake_nodes, "n1")
+    epoch = register(cluster, member).config.epoch
+    assert heartbeat(cluster, member, epoch).lease_s > 0
+    second = fake_nodes["second n1"] = FakeNode("n1")  # the same id, another address
+    with pytest.raises(grpc.RpcError) as refused:
+        register(cluster, second)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert refused.value.details() == (
+        f"node id n1 is taken by a live node at {member.info.address}: "
+        "give this node another id, or stop that one first"
+    )
+    # Its heartbeats get no lease and count for nothing, its Leave removes no one.
+    reply = heartbeat(cluster, second, epoch)
+    assert (reply.unknown, reply.lease_s) == (True, 0)
+    leave(cluster, second, epoch)
+    status = cluster.control_status()
+    assert status.config.epoch == epoch
+    assert [m.node for m in status.members] == [member.info]
+    assert heartbeat(cluster, member, epoch).lease_s > 0
+
+
+def test_an_id_whose_node_is_gone_may_register_from_elsewhere(cluster, fake_nodes):
+    cluster.start_control(failure_timeout=60)
+    old = fake(fake_nodes, "n1")
+    register(cluster, old)
+    old.stop()  # still a member: only the failure timeout (a minute) would remove it
+    new = fake_nodes["n1 elsewhere"] = FakeNode("n1")
+    epoch = register(cluster, new).config.epoch
+    assert [m.node for m in cluster.control_status().members] == [new.info]
+    assert heartbeat(cluster, new, epoch).lease_s > 0
+    # The old run, were it only stopped for a while: not the member any more.
+    reply = heartbeat(cluster, old, epoch)
+    assert (reply.unknown, reply.lease_s) == (True, 0)
+
+
+def test_a_probe_answered_by_another_node_is_no_sign_of_life(cluster, fake_nodes):
+    cluster.start_control(failure_timeout=60)
+    n1, n2 = fake(fake_nodes, "n1"), fake(fake_nodes, "n2")
+    register(cluster, n1)
+    register(cluster, n2)
+    # n2's address now answers as some other node: n2 itself is gone.
+    n2.node_id = "n9"
+    cluster.control_stub().ReportFailure(
+        cluster_pb2.FailureReport(epoch=2, reporter_id="n1", suspect_id="n2"), timeout=2
+    )
+    assert ids(cluster.control_status().config.learners) == []

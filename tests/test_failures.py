@@ -244,6 +244,43 @@ def test_paused_node_serves_nothing_until_it_has_rejoined(cluster, victim):
     assert "frozen" not in {m.text for m in tail_messages(cluster, topic_id)}
 
 
+def test_a_frozen_node_replaced_under_its_id_serves_nothing_when_it_wakes_and_stops(cluster):
+    user_id, topic_id = start_chain(cluster)
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.pause("n3")
+        cluster.wait_chain(["n1", "n2"])
+        # A new node takes the frozen one's id (another address, empty data): it catches up
+        # and becomes the tail under that id.
+        cluster.start_node("n3-again", id="n3")
+        cluster.wait_for(
+            lambda: cluster.chain() == NODES and serves_reads(cluster, "n3-again"),
+            what="the new n3 serving as the tail",
+        )
+        wait_acks(cluster, load, time.monotonic(), "with the new n3 as the tail")
+        frozen = cluster.processes["n3"].popen
+        cluster.resume("n3")
+
+        # Its heartbeats are not the member's: no lease, so no read, however stale; asked
+        # to register again, it is refused while the new n3 lives, and stops.
+        def stopped() -> bool:
+            try:
+                read_if_fresh(cluster, "n3", topic_id, load)
+            except grpc.RpcError as error:  # going down, or gone
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+            return frozen.poll() is not None
+
+        cluster.wait_for(stopped, what="the woken n3 to stop")
+        assert frozen.returncode == 1
+        last_line = (cluster.dir / "n3.log").read_text().splitlines()[-1]
+        assert last_line.endswith(
+            f"refused node n3: node id n3 is taken by a live node at {cluster.address('n3-again')}"
+            ": give this node another id, or stop that one first"
+        ), last_line
+        wait_acks(cluster, load, time.monotonic(), "after the woken n3 stopped")
+    finish(cluster, load, topic_id, ["n1", "n2", "n3-again"])
+
+
 def test_paused_head_acknowledges_nothing_after_waking_and_is_truncated(cluster):
     user_id, topic_id = start_chain(cluster)
     with write_load(cluster, user_id, topic_id) as load:

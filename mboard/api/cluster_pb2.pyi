@@ -178,20 +178,22 @@ class RegisterReply(_message.Message):
     def __init__(self, config: _Optional[_Union[ChainConfig, _Mapping]] = ..., cluster_secret: _Optional[bytes] = ..., heartbeat_interval_s: _Optional[float] = ..., subscribe_token_ttl_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "epoch", "applied_seq", "committed_seq", "subscribers", "holds_committed")
+    __slots__ = ("node_id", "epoch", "applied_seq", "committed_seq", "subscribers", "holds_committed", "address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     HOLDS_COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     epoch: int
     applied_seq: int
     committed_seq: int
     subscribers: int
     holds_committed: bool
-    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., subscribers: _Optional[int] = ..., holds_committed: _Optional[bool] = ...) -> None: ...
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., applied_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., subscribers: _Optional[int] = ..., holds_committed: _Optional[bool] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("config", "lease_s", "unknown")
@@ -226,12 +228,14 @@ class FailureReport(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., reporter_id: _Optional[str] = ..., suspect_id: _Optional[str] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
-    __slots__ = ("node_id", "epoch")
+    __slots__ = ("node_id", "epoch", "address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     epoch: int
-    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
     __slots__ = ("node", "role", "applied_seq", "committed_seq", "subscribers", "heartbeat_age_s")

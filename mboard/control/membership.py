@@ -211,9 +211,14 @@ class Membership:
         subscribers: int,
         now: float,
         holds_committed: bool = True,
+        address: str = "",
     ) -> HeartbeatAnswer:
         progress = self.progress.get(node_id)
-        if progress is None:
+        member = self.config.find(node_id)
+        # From another address it is not the member: say so, rather than count its progress
+        # and grant it the member's lease (it re-registers, and is refused while the member
+        # lives). An empty address is a node from before heartbeats carried one.
+        if progress is None or (address and member is not None and member.address != address):
             return HeartbeatAnswer(self.config, unknown=True)
         progress.last_heartbeat = now
         progress.applied_seq = applied_seq

@@ -97,14 +97,14 @@ class Controller:
             metrics.REPLICATION_LAG: lag,
         }
 
-    async def probe(self, address: str) -> bool:
-        """Whether the node at ``address`` answers Node.Status."""
-        async with grpc_util.channel(address) as channel:
+    async def probe(self, node: Node) -> bool:
+        """Whether ``node`` answers Node.Status at its address (as itself, not another)."""
+        async with grpc_util.channel(node.address) as channel:
             stub = cluster_pb2_grpc.NodeStub(channel)
             for _ in range(PROBE_ATTEMPTS):
                 try:
-                    await stub.Status(cluster_pb2.StatusRequest(), timeout=PROBE_TIMEOUT_S)
-                    return True
+                    status = await stub.Status(cluster_pb2.StatusRequest(), timeout=PROBE_TIMEOUT_S)
+                    return status.node_id == node.node_id
                 except grpc.RpcError:
                     continue
         return False
@@ -145,6 +145,16 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "register needs node.node_id and node.address"
             )
+        # The same id from another address: a node restarted elsewhere, or a second node
+        # given an id in use. Only the first may take the member's place.
+        member = self._membership.config.find(node.node_id)
+        moved = member is not None and member.address != node.address
+        if moved and await self._controller.probe(member):
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"node id {node.node_id} is taken by a live node at {member.address}: "
+                "give this node another id, or stop that one first",
+            )
         now = self._controller.clock()
         self._controller.change(lambda: self._membership.register(node, request.applied_seq, now))
         config = self._controller.config
@@ -164,6 +174,7 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             subscribers=request.subscribers,
             now=self._controller.clock(),
             holds_committed=request.holds_committed,
+            address=request.address,
         )
         return cluster_pb2.HeartbeatReply(
             config=config_proto(answer.config), lease_s=answer.lease_s, unknown=answer.unknown
@@ -177,13 +188,16 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
 
     async def ReportFailure(self, request, context):
         suspect = self._membership.config.find(request.suspect_id)
-        if suspect is None or await self._controller.probe(suspect.address):
+        if suspect is None or await self._controller.probe(suspect):
             return empty_pb2.Empty()
         why = f"{suspect.node_id} unreachable (reported by {request.reporter_id or '?'})"
         self._controller.change(lambda: self._membership.remove(suspect.node_id, why))
         return empty_pb2.Empty()
 
     async def Leave(self, request, context):
+        member = self._membership.config.find(request.node_id)
+        if member is not None and request.address and member.address != request.address:
+            return empty_pb2.Empty()  # not the member: an old run, or a node refused its id
         why = f"{request.node_id} left"
         # A node drops its lease before it says it leaves. Only its current run can say so:
         # a Leave from before it registered again (the epoch it knew is older) may arrive

@@ -25,7 +25,15 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 CONTROL_CALL_TIMEOUT = 1.0
+# Answers to Register that no retry changes: the node stops and says why.
+REGISTRATION_REFUSALS = frozenset(
+    {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT}
+)
 GC_THRESHOLDS = (10_000, 20, 100)  # gc.set_threshold; Python's defaults are (700, 10, 10)
+
+
+class RegistrationRefused(OSError):
+    """The control plane will not take this node (an OSError: the CLI says it in one line)."""
 
 
 class ControlLink:
@@ -40,6 +48,7 @@ class ControlLink:
         self.token_ttl = 600.0
         self._reachable = True
         self._beat_now = asyncio.Event()
+        self.registered = False
 
     async def run(self) -> None:
         await self.register()
@@ -65,9 +74,15 @@ class ControlLink:
                 reply = await self.stub.Register(request, timeout=CONTROL_CALL_TIMEOUT)
                 break
             except grpc.aio.AioRpcError as exc:
+                if exc.code() in REGISTRATION_REFUSALS:
+                    raise RegistrationRefused(
+                        f"the control plane at {self.config.control} refused node "
+                        f"{self.core.node_id}: {exc.details()}"
+                    ) from None
                 self._unreachable(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        self.registered = True
         self._reachable = True
         self.heartbeat_interval = reply.heartbeat_interval_s or self.heartbeat_interval
         self.cluster_secret = reply.cluster_secret
@@ -80,7 +95,7 @@ class ControlLink:
         request = cluster_pb2.HeartbeatRequest(
             node_id=self.core.node_id, epoch=state.position.epoch, applied_seq=state.applied_seq,
             committed_seq=state.committed_seq, subscribers=len(self.core.hub),
-            holds_committed=state.holds_committed(),
+            holds_committed=state.holds_committed(), address=self.config.address,
         )  # fmt: skip
         sent_at = time.monotonic()  # a lease counts from when we asked for it
         try:
@@ -136,7 +151,9 @@ class ControlLink:
         await self._call_quietly(
             self.stub.Leave,
             cluster_pb2.LeaveRequest(
-                node_id=self.core.node_id, epoch=self.core.state.position.epoch
+                node_id=self.core.node_id,
+                epoch=self.core.state.position.epoch,
+                address=self.config.address,
             ),
         )
 
@@ -187,23 +204,29 @@ async def serve(
         config.id, config.listen, config.data_path, board.applied_seq,
     )  # fmt: skip
 
-    tasks = [asyncio.create_task(control.run())]
-
+    link = asyncio.create_task(control.run())
     if stop is None:
         stop = grpc_util.stop_event(exit_with_parent)
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    # The link to the control plane ends on its own only when the control plane refuses
+    # this node (RegistrationRefused): then the node stops, and says why.
+    await asyncio.wait([link, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    refused = link.exception() if link.done() else None
 
-    log.info("node %s stopping: leaving the chain", config.id)
+    log.info("node %s stopping%s", config.id, ": leaving the chain" if control.registered else "")
     core.begin_shutdown()
     core.state.drop_lease()  # before Leave: the control plane then lets the next tail commit
-    for task in tasks:
-        task.cancel()
-    await control.leave()
+    link.cancel()
+    if control.registered:
+        await control.leave()
     await server.stop(grace=1.0)
     await core.stop()
     storage.close()
     os.close(lock)
     log.info("node %s stopped", config.id)
+    if refused:
+        raise refused
 
 
 def run(config: NodeConfig, exit_with_parent: bool = False) -> None:
