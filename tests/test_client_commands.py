@@ -65,6 +65,18 @@ def test_one_shot_arguments_keep_their_own_spacing() -> None:
         (["get-messages", "1", "2", "3", "4"], "get-messages: unexpected argument '4'"),
         (["subscribe", "1"], "subscribe: missing <topic_id>"),
         (["subscribe", "1", "2", "three"], "subscribe: topic_id must be an integer, got 'three'"),
+        (
+            ["post", "9223372036854775808", "2", "hi"],
+            "post: topic_id is out of range (at most 9223372036854775807), got 9223372036854775808",
+        ),
+        (
+            ["get-user", "-9223372036854775809"],
+            "get-user: user_id is out of range (at least -9223372036854775808), got",
+        ),
+        (
+            ["get-messages", "1", "0", "2147483648"],
+            "get-messages: limit is out of range (at most 2147483647), got 2147483648",
+        ),
     ],
 )
 def test_parse_errors_name_the_argument(words: list[str], message: str) -> None:
@@ -72,6 +84,12 @@ def test_parse_errors_name_the_argument(words: list[str], message: str) -> None:
         parse(words)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_integers_up_to_the_api_field_sizes_are_accepted() -> None:
+    top = 2**63 - 1  # int64 ids; the page limit is an int32
+    invocation = parse(["get-messages", str(top), str(top), str(2**31 - 1)])
+    assert invocation.args == (top, top, 2**31 - 1)
 
 
 # ------------------------------------------------------------------------ output

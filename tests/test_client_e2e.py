@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -531,6 +532,20 @@ def test_control_plane_unreachable(closed_port: int) -> None:
     result = mboard("client", "--control", address, "--timeout", "0.3", "list-topics")
     assert result.returncode == 1
     assert result.stderr == f"error: UNAVAILABLE: cannot reach the control plane at {address}\n"
+
+
+def test_an_address_that_is_not_a_control_plane_says_so() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # serves nothing
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        result = mboard("client", "--control", address, "list-topics")
+    finally:
+        server.stop(grace=None)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: UNIMPLEMENTED: {address} is not an mboard control plane (a node's address?)\n"
+    )
 
 
 def test_status_table_and_json(fake: FakeCluster) -> None:

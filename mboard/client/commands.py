@@ -23,6 +23,10 @@ from mboard.client.core import Client
 # Parameters holding words, not integers. The last one on a line takes all remaining words,
 # joined by single spaces (`post 1 1 Hello everyone!`, `create-user Alice Smith`).
 TEXT_PARAMS = frozenset({"name", "text"})
+# Integers go out as the API's int64 fields, but for these int32 ones.
+INT32_PARAMS = frozenset({"limit"})
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class UsageError(Exception):
@@ -266,9 +270,14 @@ def parse(words: Sequence[str]) -> Invocation:
 
 def _integer(command: str, param: Param, word: str) -> int:
     try:
-        return int(word)
+        value = int(word)
     except ValueError:
         raise UsageError(f"{command}: {param.name} must be an integer, got {word!r}") from None
+    low, high = _INT32 if param.name in INT32_PARAMS else _INT64
+    if not low <= value <= high:
+        bound = f"at most {high}" if value > high else f"at least {low}"
+        raise UsageError(f"{command}: {param.name} is out of range ({bound}), got {word}")
+    return value
 
 
 async def execute(client: Client, invocation: Invocation, as_json: bool = False) -> None:

@@ -205,6 +205,11 @@ class Client:
         try:
             yield
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # something else listens there
+                raise BoardError(
+                    exc.code(),
+                    f"{self.control} is not an mboard control plane (a node's address?)",
+                ) from None
             if exc.code() not in UNREACHABLE:
                 raise BoardError.of(exc) from None
             message = f"cannot reach the control plane at {self.control}"
