@@ -52,6 +52,10 @@ def _choice(*choices: str):
     return check
 
 
+def _non_empty(value: str) -> str | None:
+    return None if value else "must not be empty (leave the key out to have one generated)"
+
+
 def _node_id(value: str) -> str | None:
     if _NODE_ID.match(value):
         return None
@@ -87,7 +91,7 @@ class ControlConfig:
     lease: float = _key(1.0, _positive)
     subscribe_token_ttl: float = _key(600.0, _positive)
     # Signs subscribe tokens; generated and persisted in data_dir when absent.
-    secret: str | None = _key(None)
+    secret: str | None = _key(None, _non_empty)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
@@ -173,9 +177,14 @@ def load(
 
 def _read(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid YAML: not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start})"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

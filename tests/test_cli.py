@@ -40,6 +40,7 @@ def test_version() -> None:
         (["client", "like", "1", "2", "3", "4"], "error: like: unexpected argument '4'"),
         (["client", "get-messages", "1", "x"], "error: get-messages: from_id must be an integer"),
         (["client", "subscribe", "1", "2", "x"], "error: subscribe: topic_id must be an integer"),
+        (["client", "get-user", str(2**63)], "error: get-user: user_id is out of range"),
         (["client", "shell", "now"], "error: shell: unexpected argument 'now'"),
         (["client", "--timeout", "soon", "list-topics"], "error: Invalid value for '--timeout'"),
         (["client", "--timeout", "0", "list-topics"], "error: command line: timeout: must be > 0"),
@@ -73,6 +74,16 @@ def test_bad_config_file(tmp_path: Path) -> None:
     result = invoke("client", "--config", str(bad), "list-topics")
     assert (result.exit_code, result.stderr.count("\n")) == (2, 1)
     assert result.stderr.startswith(f"error: {bad}: controll: unknown key")
+
+
+def test_config_file_that_is_not_utf8_text(tmp_path: Path) -> None:
+    bad = tmp_path / "node.yaml"
+    bad.write_bytes(b"id: n1\nlisten: 127.0.0.1:1\n# caf\xe9\n")  # Latin-1, not UTF-8
+    result = invoke("node", "--config", str(bad))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: {bad}: not valid YAML: not UTF-8 text (byte 0xe9 at offset 32)\n",
+    )
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -139,6 +150,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list:
         ("heartbeat_interval: 3\n", "heartbeat_interval", "must be shorter than failure_timeout"),
         ("metrics: {listn: 127.0.0.1:9100}\n", "metrics.listn", "unknown key"),
         ("log: {level: info, fromat: json}\n", "log.fromat", "unknown key"),
+        ('secret: ""\n', "secret", "must not be empty (leave the key out"),
     ],
 )
 def test_bad_control_config_names_the_file_key_and_problem(
