@@ -199,12 +199,35 @@ def node(
 
 
 @cli.command()
-@click.option("--nodes", type=click.IntRange(1, 64), default=3, show_default=True)
-@click.option("--data-dir", default="./data", show_default=True, metavar="DIR")
 @click.option(
-    "--control", default=DEFAULT_CONTROL, show_default=True, metavar="ADDR", callback=_address
+    "--nodes",
+    type=click.IntRange(1, 64),
+    default=3,
+    show_default=True,
+    help="Data nodes to start (the chain in this order).",
 )
-@click.option("--base-port", type=click.IntRange(1, 65535), default=50051, show_default=True)
+@click.option(
+    "--data-dir",
+    default="./data",
+    show_default=True,
+    metavar="DIR",
+    help="Everything kept: control/, node1/, ... and logs/.",
+)
+@click.option(
+    "--control",
+    default=DEFAULT_CONTROL,
+    show_default=True,
+    metavar="ADDR",
+    callback=_address,
+    help="Where the control plane listens.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1, 65535),
+    default=50051,
+    show_default=True,
+    help="node1 listens here, node2 on the next port, ...",
+)
 def up(nodes: int, data_dir: str, control: str, base_port: int) -> None:
     """Run a control plane and NODES data nodes on this machine until Ctrl+C."""
     from mboard.up import run
@@ -222,9 +245,12 @@ def _control_option(command: Callable) -> Callable:
     )(command)
 
 
+SHELL_SUMMARY = "Interactive shell with the same commands"
+
+
 def _client_epilog() -> str:
     # \b keeps click from re-wrapping the list.
-    lines = commands.usage_lines([("shell", "Interactive shell with the same commands")])
+    lines = commands.usage_lines([("shell", SHELL_SUMMARY)])
     return "\b\nCommands:\n" + "\n".join(f"  {line}" for line in lines)
 
 
@@ -249,6 +275,9 @@ def client(
     """Talk to the board: one command, or `shell` for many."""
     config = client_config(config_path, control, timeout)
     if words[:1] == ("shell",):
+        if words[1:] and words[1] in commands.HELP_FLAGS:
+            click.echo(f"usage: shell\n  {SHELL_SUMMARY}")
+            return
         if len(words) > 1:
             raise CliError(f"shell: unexpected argument {words[1]!r}", exit_code=2)
         sys.exit(shell.run(config, as_json))

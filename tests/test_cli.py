@@ -113,6 +113,26 @@ def test_client_command_help_shows_that_commands_usage() -> None:
     assert result.stdout.startswith("usage: get-messages <topic_id> [from_id] [limit]\n")
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_shell_help_shows_its_usage_without_starting_it(flag: str) -> None:
+    result = invoke("client", "shell", flag)
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == "usage: shell\n  Interactive shell with the same commands\n"
+
+
+def test_up_help_says_what_each_option_does() -> None:
+    result = invoke("up", "--help")
+    assert result.exit_code == 0
+    for option, words in [
+        ("--nodes", "Data nodes to start"),
+        ("--data-dir", "Everything kept"),
+        ("--control", "Where the control plane listens"),
+        ("--base-port", "node1 listens here"),
+    ]:
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(option))
+        assert words in line, line
+
+
 # ------------------------------------------------------------------ configuration
 
 
