@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -45,6 +46,11 @@ def server(**kwargs) -> grpc.aio.Server:
 
 def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
     """Bind ``address`` or raise OSError naming what failed to listen and where."""
+    # Asked first with a plain socket, a taken port is one clear line; gRPC would log its
+    # own error first and end with advice about GRPC_VERBOSITY.
+    problem = _cannot_bind(address)
+    if problem:
+        raise OSError(f"{what} cannot listen on {address}: {problem}")
     try:
         port = srv.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
@@ -52,6 +58,30 @@ def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
     if port == 0:
         raise OSError(f"{what} cannot listen on {address}: address in use or unavailable")
     return port
+
+
+def _cannot_bind(address: str) -> str | None:
+    """Why ``address`` (host:port) cannot be listened on now, or None if it can.
+
+    Like gRPC, it takes the address if any of the host's resolved addresses will do.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        resolved = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:  # socket.gaierror
+        return (exc.strerror or str(exc)).lower()
+    problems = []
+    for family, kind, proto, _, sockaddr in resolved:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+                probe.bind(sockaddr)
+            return None
+        except OSError as exc:
+            problems.append((exc.strerror or str(exc)).lower())
+    return problems[0] if problems else None
 
 
 def channel(address: str) -> grpc.aio.Channel:

@@ -8,6 +8,7 @@ on the running one's data directory; a node given an id a live node holds stops 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,23 @@ def test_node_config_that_is_not_yaml_names_the_file_and_line(tmp_path: Path) ->
     assert (result.returncode, result.stdout, result.stderr.count("\n")) == (2, "", 1)
     assert result.stderr.startswith(f"error: {config}: line "), result.stderr
     assert "not valid YAML" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["node", "control"])
+def test_a_taken_port_is_one_line(tmp_path: Path, role: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = tmp_path / f"{role}.yaml"
+        settings = {"listen": address, "data_dir": str(tmp_path / role)}
+        config.write_text(yaml.safe_dump({"id": "n1", **settings} if role == "node" else settings))
+        result = mboard(role, "--config", str(config))
+    what = "node n1" if role == "node" else "control plane"
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: {what} cannot listen on {address}: address already in use\n",
+    )
 
 
 def test_second_node_on_the_same_data_dir_refuses(cluster: Cluster, tmp_path: Path) -> None:
