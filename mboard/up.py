@@ -10,6 +10,7 @@ persisted before they are back.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import grpc
 import yaml
 from google.protobuf import empty_pb2
 
-from mboard import grpc_util
+from mboard import datadir, grpc_util
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -119,8 +120,12 @@ class _Cluster:
         self._channels = [channel]
         self._control_plane = pb_grpc.ControlPlaneStub(channel)
         self._node_stubs: dict[str, cluster_pb2_grpc.NodeStub] = {}
+        self._lock: int | None = None
 
     def start(self, nodes: int, base_port: int) -> None:
+        # A second `mboard up` on the same directory, on other ports, would get as far as
+        # its control plane finding control/ locked: say so before starting anything.
+        self._lock = datadir.lock(self.data, "mboard up")
         node_addresses = [f"127.0.0.1:{base_port + i}" for i in range(nodes)]
         # Something else answering on our addresses would be mistaken for our children.
         for address in [self.control_address, *node_addresses]:
@@ -165,6 +170,8 @@ class _Cluster:
         control.stop()
         for channel in self._channels:
             channel.close()
+        if self._lock is not None:
+            os.close(self._lock)
         _say("Stopped.")
 
     # ------------------------------------------------------------------ internals

@@ -98,6 +98,20 @@ def test_up_refuses_a_busy_port(cluster, tmp_path):
     assert f"error: cannot listen on {control}" in up.log()
 
 
+def test_a_second_up_on_the_same_data_dir_says_so_and_starts_nothing(cluster, tmp_path):
+    start_up(cluster, tmp_path, nodes=1, name="first")
+    second = cluster.spawn(
+        "second", up_command(tmp_path, 1, f"127.0.0.1:{free_port()}", free_ports(1))
+    )
+    assert second.popen.wait(START_TIMEOUT) == 1
+    first_pid = cluster.processes["first"].popen.pid
+    data = (tmp_path / "data").resolve()
+    _, *output = second.log().splitlines()  # the harness's "===== <command>" first
+    assert output == [
+        f"error: data directory {data} is in use by another mboard up (pid {first_pid})"
+    ]
+
+
 # When the nodes re-register before the control plane's grace period ends, the restarted
 # members queue as learners behind learners and run into the bug.
 def test_up_restarts_after_everything_was_killed(cluster, tmp_path):
