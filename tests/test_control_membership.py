@@ -45,7 +45,10 @@ def ids(nodes) -> list[str]:
 
 def beat(m: Membership, node: Node, now: float, epoch: int | None = None):
     epoch = m.config.epoch if epoch is None else epoch
-    return m.heartbeat(node.node_id, epoch, applied_seq=0, committed_seq=0, subscribers=0, now=now)
+    return m.heartbeat(
+        node.node_id, epoch, applied_seq=0, committed_seq=0, subscribers=0, now=now,
+        address=node.address,
+    )  # fmt: skip
 
 
 def chain_of(*nodes: Node, disk: Disk | None = None) -> Membership:
@@ -297,6 +300,29 @@ def test_new_tail_waits_until_the_old_tails_lease_has_run_out():
     assert beat(m, N2, now=5.5).lease_s == 0
     assert beat(m, N2, now=5.0 + LEASE - 0.01).lease_s == 0
     assert beat(m, N2, now=5.0 + LEASE).lease_s == LEASE
+
+
+def test_a_sole_tail_whose_id_another_process_takes_keeps_the_new_one_waiting():
+    m = chain_of(N1)
+    assert beat(m, N1, now=5.0).lease_s == LEASE
+    elsewhere = Node("n1", "127.0.0.1:6001")  # the old n1 did not answer the probe: slow
+    m.register(elsewhere, applied_seq=0, now=5.5)
+    assert m.config.chain == (elsewhere,)
+    assert beat(m, N1, now=5.6).unknown  # the old run: not the member any more
+    assert beat(m, elsewhere, now=5.6).lease_s == 0  # the old run's lease may still run
+    assert beat(m, elsewhere, now=5.0 + LEASE - 0.01).lease_s == 0
+    assert beat(m, elsewhere, now=5.0 + LEASE).lease_s == LEASE
+
+
+def test_a_tails_id_taken_elsewhere_does_not_end_the_old_runs_lease():
+    m = chain_of(N1, N2)
+    assert beat(m, N2, now=5.0).lease_s == LEASE
+    elsewhere = Node("n2", "127.0.0.1:6002")
+    m.register(elsewhere, applied_seq=0, now=5.5)
+    assert ids(m.config.chain) == ["n1"] and m.config.learners == (elsewhere,)
+    m.confirm("n2", m.config.epoch)  # the new process applied the epoch: not the old one
+    assert beat(m, N1, now=5.6).lease_s == 0
+    assert beat(m, N1, now=5.0 + LEASE).lease_s == LEASE
 
 
 def test_a_removed_tail_keeps_its_lease_unless_it_left():

@@ -18,7 +18,8 @@ from mboard.api import razpravljalnica_pb2 as pb
 
 class FakeControl(cluster_pb2_grpc.ControlServicer):
     """Registers anyone into ``config`` and answers every heartbeat with it; ``answer(n)``
-    says how to answer the n-th heartbeat (from 0): (lease_s, seconds to wait first)."""
+    says how to answer the n-th heartbeat (from 0): (lease_s, seconds to wait first). Once
+    ``forget`` is set, heartbeats are answered as from a node it does not know."""
 
     def __init__(
         self,
@@ -29,6 +30,7 @@ class FakeControl(cluster_pb2_grpc.ControlServicer):
         self.config = config
         self.heartbeat_interval_s = heartbeat_interval_s
         self.answer = answer
+        self.forget = False
         self._beats: list[tuple[cluster_pb2.HeartbeatRequest, float]] = []  # (request, answered)
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -47,6 +49,8 @@ class FakeControl(cluster_pb2_grpc.ControlServicer):
         time.sleep(delay)  # a slow control plane, on purpose
         with self._lock:
             self._beats.append((request, time.monotonic()))
+        if self.forget:
+            return cluster_pb2.HeartbeatReply(config=self.config, unknown=True)
         return cluster_pb2.HeartbeatReply(config=self.config, lease_s=lease_s)
 
     def heartbeats(self) -> list[tuple[cluster_pb2.HeartbeatRequest, float]]:
@@ -109,3 +113,23 @@ def test_a_lease_counts_from_when_the_heartbeat_was_sent(cluster: Cluster, fake_
     # send (about 3.25 s ago) is over, one counted from the answer would still run.
     time.sleep(max(0.0, answered_at + 1.75 - time.monotonic()))
     assert not cluster.node_status("n1", False).serving_reads
+
+
+def test_a_node_the_control_plane_no_longer_knows_stops_serving_reads_at_once(
+    cluster: Cluster, fake_control
+) -> None:
+    # A long lease, then "unknown" (say another process took the node's id): the control
+    # plane counts this node out, so it must not go on serving reads on the old lease.
+    control = fake_control(
+        cluster_pb2.ChainConfig(epoch=1, chain=[node_info("n1")]),
+        heartbeat_interval_s=0.2,
+        answer=lambda _n: (60.0, 0.0),
+    )
+    cluster.start_node("n1", control=control.address)
+    cluster.wait_for(lambda: cluster.node_status("n1", False).serving_reads, what="the lease")
+    control.forget = True
+    cluster.wait_for(
+        lambda: not cluster.node_status("n1", False).serving_reads,
+        timeout=20,  # a third of the lease: only dropping it can explain the end
+        what="the node to stop serving reads",
+    )

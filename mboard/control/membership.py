@@ -179,8 +179,14 @@ class Membership:
 
     def register(self, node: Node, applied_seq: int, now: float) -> bool:
         """A node starts (or restarts). Always a new configuration."""
-        known = self.config.find(node.node_id) is not None
+        member = self.config.find(node.node_id)
+        known = member is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
+        if known and member.address != node.address and self.lease_holder == node.node_id:
+            # Another process takes the id (the old one did not answer the probe, yet may
+            # live on): it is not the holder, and its word must not end the old lease. The
+            # old grant still counts, so nobody gets a lease before it has run out.
+            self.lease_holder = None
         chain, learners, survivors = self._what_remains({node.node_id})
         self.unconfirmed.pop(node.node_id, None)
         holds_commits = applied_seq >= self.committed_floor

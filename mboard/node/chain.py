@@ -358,7 +358,7 @@ class ChainState:
         return self._commit(self.applied_seq)
 
     def drop_lease(self) -> None:
-        """Serve no more reads (the node is leaving)."""
+        """Serve no more reads (the node is leaving, or the control plane no longer counts it)."""
         self._lease_until = 0.0
 
     def _check_barrier(self) -> None:

@@ -25,6 +25,9 @@ from .storage import Storage
 
 log = logging.getLogger(__name__)
 CONTROL_CALL_TIMEOUT = 1.0
+# Longer: the control plane may first probe a member that had this id (about 0.6 s when
+# that one is frozen), and every retry would probe again.
+REGISTER_TIMEOUT = 3.0
 # Answers to Register that no retry changes: the node stops and says why.
 REGISTRATION_REFUSALS = frozenset(
     {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT}
@@ -71,7 +74,7 @@ class ControlLink:
         delay = 0.05
         while True:
             try:
-                reply = await self.stub.Register(request, timeout=CONTROL_CALL_TIMEOUT)
+                reply = await self.stub.Register(request, timeout=REGISTER_TIMEOUT)
                 break
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in REGISTRATION_REFUSALS:
@@ -108,6 +111,7 @@ class ControlLink:
             self._reachable = True
         if reply.unknown:
             log.info("the control plane does not know this node (removed): registering again")
+            self.core.state.drop_lease()  # whoever it takes us for, we are out of its chain
             await self.register()
             return
         self.core.apply_config(reply.config)
@@ -214,11 +218,12 @@ async def serve(
     stopped.cancel()
     refused = link.exception() if link.done() else None
 
-    log.info("node %s stopping%s", config.id, ": leaving the chain" if control.registered else "")
+    leaves = control.registered and not refused
+    log.info("node %s stopping%s", config.id, ": leaving the chain" if leaves else "")
     core.begin_shutdown()
     core.state.drop_lease()  # before Leave: the control plane then lets the next tail commit
     link.cancel()
-    if control.registered:
+    if leaves:
         await control.leave()
     await server.stop(grace=1.0)
     await core.stop()
