@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
 import re
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mboard import __version__, cli, logs
+from mboard.__main__ import main as entry_point
 from mboard.cli import client_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,6 +93,25 @@ def test_missing_config_file(tmp_path: Path) -> None:
     result = invoke("control", "--config", str(missing))
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {missing}: cannot read:")
+
+
+def test_ctrl_c_while_the_cli_loads_exits_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "mboard.cli":
+                raise KeyboardInterrupt  # Ctrl+C while Python loads the command line
+            return None
+
+    monkeypatch.delitem(sys.modules, "mboard.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    try:
+        entry_point()
+    except KeyboardInterrupt:  # caught here, or it would end the whole test session
+        pytest.fail("Ctrl+C while loading escaped as KeyboardInterrupt: a traceback")
+    except SystemExit as exited:
+        assert exited.code == 130
+    else:
+        pytest.fail("the entry point returned after an interrupted load")
 
 
 def test_bare_mboard_shows_help() -> None:
