@@ -7,9 +7,11 @@ state only when Prometheus scrapes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import (
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
@@ -50,10 +52,20 @@ HEARTBEAT_MISSES = Counter(
 )
 
 
-def serve(listen: str | None, gauges: dict[Gauge, Callable[[], float]]) -> None:
-    """Start the HTTP endpoint on ``listen`` (host:port) if set; bind gauges to live state."""
+# What only a node measures: the control plane does not export them (they would read 0).
+NODE_ONLY = (WRITES, COMMITS, COMMIT_LATENCY, APPLIED_SEQ, COMMITTED_SEQ, PAGE_CACHE_BYTES)
+
+
+def serve(
+    listen: str | None, gauges: dict[Gauge, Callable[[], float]], exclude: tuple = ()
+) -> None:
+    """Start the HTTP endpoint on ``listen`` (host:port) if set; bind gauges to live state.
+    The ``exclude``d metrics are not exported."""
     if not listen:
         return
+    for metric in exclude:
+        with contextlib.suppress(KeyError):  # already gone (a second server in one process)
+            REGISTRY.unregister(metric)
     for gauge, read in gauges.items():
         gauge.set_function(read)
     host, port = listen.rsplit(":", 1)

@@ -78,6 +78,14 @@ def test_control_plane_metrics_count_reconfigurations_and_misses(cluster):
     cluster.wait_chain(["n1", "n2"])
     joined = scrape(metrics_address)
     assert joined["mboard_epoch"] >= 3  # n1 joined; n2 joined, then was promoted
+    # Only what the control plane measures: no node metrics stuck at 0.
+    assert {name.split("{")[0] for name in joined} == {
+        "mboard_epoch",
+        "mboard_subscribers",
+        "mboard_replication_lag_entries",
+        "mboard_reconfigurations_total",
+        "mboard_heartbeat_misses_total",
+    }
     assert joined["mboard_reconfigurations_total"] >= 3
 
     cluster.pause("n2")  # silent past the failure timeout: removed for missing heartbeats

@@ -45,7 +45,7 @@ async def _serve(config: ControlConfig, exit_with_parent: bool) -> None:
         pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller), services)
         health_servicer = grpc_util.add_health_and_reflection(server, SERVICES)
         grpc_util.bind(server, config.listen, "control plane")
-        metrics.serve(config.metrics.listen, controller.gauges())
+        metrics.serve(config.metrics.listen, controller.gauges(), exclude=metrics.NODE_ONLY)
         await server.start()
         for name in ["", *SERVICES]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
