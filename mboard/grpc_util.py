@@ -48,7 +48,7 @@ def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
     """Bind ``address`` or raise OSError naming what failed to listen and where."""
     # Asked first with a plain socket, a taken port is one clear line; gRPC would log its
     # own error first and end with advice about GRPC_VERBOSITY.
-    problem = _cannot_bind(address)
+    problem = cannot_listen(address)
     if problem:
         raise OSError(f"{what} cannot listen on {address}: {problem}")
     try:
@@ -60,7 +60,7 @@ def bind(srv: grpc.aio.Server, address: str, what: str) -> int:
     return port
 
 
-def _cannot_bind(address: str) -> str | None:
+def cannot_listen(address: str) -> str | None:
     """Why ``address`` (host:port) cannot be listened on now, or None if it can.
 
     Like gRPC, it takes the address if any of the host's resolved addresses will do.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -284,13 +283,6 @@ def _say(line: str) -> None:
 
 def _check_free(address: str) -> None:
     """Fail unless something could listen on ``address`` (a host:port)."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, int(port))[0]
-        with socket.socket(family, kind, proto) as sock:
-            # As gRPC does: only a listening socket makes the port busy, not TIME_WAIT.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-    except OSError as exc:
-        raise _StartFailed(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    problem = grpc_util.cannot_listen(address)
+    if problem:
+        raise _StartFailed(f"cannot listen on {address}: {problem}")

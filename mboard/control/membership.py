@@ -43,6 +43,13 @@ class ChainConfig:
     def find(self, node_id: str) -> Node | None:
         return next((n for n in self.members() if n.node_id == node_id), None)
 
+    def elsewhere(self, node_id: str, address: str) -> Node | None:
+        """The member ``node_id`` if it is at another address than ``address``: whoever
+        speaks from there under its id is not it (an old run, or a second node given the
+        id). An empty ``address`` is a node from before messages carried one."""
+        member = self.find(node_id)
+        return member if member is not None and address and member.address != address else None
+
     def role(self, node_id: str) -> str:
         ids = [n.node_id for n in self.chain]
         if node_id not in ids:
@@ -179,10 +186,9 @@ class Membership:
 
     def register(self, node: Node, applied_seq: int, now: float) -> bool:
         """A node starts (or restarts). Always a new configuration."""
-        member = self.config.find(node.node_id)
-        known = member is not None
+        known = self.config.find(node.node_id) is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
-        if known and member.address != node.address and self.lease_holder == node.node_id:
+        if self.lease_holder == node.node_id and self.config.elsewhere(node.node_id, node.address):
             # Another process takes the id (the old one did not answer the probe, yet may
             # live on): it is not the holder, and its word must not end the old lease. The
             # old grant still counts, so nobody gets a lease before it has run out.
@@ -220,11 +226,10 @@ class Membership:
         address: str = "",
     ) -> HeartbeatAnswer:
         progress = self.progress.get(node_id)
-        member = self.config.find(node_id)
         # From another address it is not the member: say so, rather than count its progress
         # and grant it the member's lease (it re-registers, and is refused while the member
-        # lives). An empty address is a node from before heartbeats carried one.
-        if progress is None or (address and member is not None and member.address != address):
+        # lives).
+        if progress is None or self.config.elsewhere(node_id, address):
             return HeartbeatAnswer(self.config, unknown=True)
         progress.last_heartbeat = now
         progress.applied_seq = applied_seq

@@ -147,9 +147,8 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             )
         # The same id from another address: a node restarted elsewhere, or a second node
         # given an id in use. Only the first may take the member's place.
-        member = self._membership.config.find(node.node_id)
-        moved = member is not None and member.address != node.address
-        if moved and await self._controller.probe(member):
+        member = self._membership.config.elsewhere(node.node_id, node.address)
+        if member is not None and await self._controller.probe(member):
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"node id {node.node_id} is taken by a live node at {member.address}: "
@@ -195,8 +194,7 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
         return empty_pb2.Empty()
 
     async def Leave(self, request, context):
-        member = self._membership.config.find(request.node_id)
-        if member is not None and request.address and member.address != request.address:
+        if self._membership.config.elsewhere(request.node_id, request.address):
             return empty_pb2.Empty()  # not the member: an old run, or a node refused its id
         why = f"{request.node_id} left"
         # A node drops its lease before it says it leaves. Only its current run can say so:
