@@ -21,6 +21,9 @@ import yaml
 DEFAULT_CONTROL = "127.0.0.1:50050"
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
+# The longest max_text_length: a message, at up to 4 bytes a character in UTF-8, then stays
+# far inside gRPC's default message limit (4 MiB), which every client and link must meet.
+MAX_TEXT_LIMIT = 100_000
 
 
 class ConfigError(Exception):
@@ -39,6 +42,13 @@ def check_address(value: str) -> str | None:
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else f"must be > 0, got {value}"
+
+
+def _between(low: int, high: int):
+    def check(value: int) -> str | None:
+        return None if low <= value <= high else f"must be {low}..{high}, got {value}"
+
+    return check
 
 
 def _not_negative(value: float) -> str | None:
@@ -114,7 +124,7 @@ class NodeConfig:
     control: str = _key(DEFAULT_CONTROL, check_address)
     # SQLite synchronous mode: full survives power loss, normal only process crashes.
     durability: str = _key("full", _choice("full", "normal"))
-    max_text_length: int = _key(4096, _positive)
+    max_text_length: int = _key(4096, _between(1, MAX_TEXT_LIMIT))
     page_max: int = _key(1000, _positive)
     # Megabytes of the newest messages kept in memory for GetMessages pages (0: none).
     page_cache_mb: float = _key(32.0, _not_negative)

@@ -26,6 +26,7 @@ from mboard.node.chain import (
     refuse_handshake,
     send_pause,
 )
+from mboard.node.replication import RecentLog
 
 
 def config(epoch: int, chain: list[str], learners: list[str] = ()) -> cluster_pb2.ChainConfig:
@@ -445,13 +446,23 @@ def test_learner_promotion_is_asked_for_when_its_predecessor_becomes_tail():
 
 
 def test_a_busy_link_paces_small_messages_but_never_a_lone_writer_or_a_backlog():
-    full = 500
-    assert send_pause(3, full, PACE_IN_FLIGHT + 1) == PACE_S  # busy: the next message waits
-    assert send_pause(1, full, 1) == 0.0  # one writer: its entry's successor goes at once
-    assert send_pause(3, full, PACE_IN_FLIGHT) == 0.0
-    assert send_pause(full, full, 10 * full) == 0.0  # a backlog streams at full speed
-    assert send_pause(0, full, 10 * full) == 0.0  # a commit point or epoch alone: no entries
-    assert send_pause(3, full, -5_000) == 0.0  # a learner far behind the tail's commit point
+    assert send_pause(3, False, PACE_IN_FLIGHT + 1) == PACE_S  # busy: the next message waits
+    assert send_pause(1, False, 1) == 0.0  # one writer: its entry's successor goes at once
+    assert send_pause(3, False, PACE_IN_FLIGHT) == 0.0
+    assert send_pause(500, True, 5_000) == 0.0  # a backlog streams at full speed
+    assert send_pause(0, False, 5_000) == 0.0  # a commit point or epoch alone: no entries
+    assert send_pause(3, False, -5_000) == 0.0  # a learner far behind the tail's commit point
+
+
+def test_the_links_memory_of_recent_entries_keeps_within_its_bytes() -> None:
+    recent = RecentLog(max_bytes=1_000)
+    for seq in range(1, 11):
+        recent.append(seq, bytes([seq]) * 300)
+    assert len(recent) == 3  # 900 bytes: a fourth would be 1,200
+    assert recent.get(8, 5) == [bytes([seq]) * 300 for seq in (8, 9, 10)]
+    assert recent.get(7, 5) is None  # forgotten: the link reads the log table
+    recent.append(12, b"x")  # a gap: what is held no longer ends where the log does
+    assert recent.get(10, 1) is None and recent.get(12, 1) == [b"x"]
 
 
 def test_a_commit_point_beyond_our_log_is_not_ours():

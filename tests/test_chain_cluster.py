@@ -133,6 +133,36 @@ def test_joining_node_catches_up_as_a_learner_while_writes_go_on(cluster: Cluste
     backlog.verify(tail_messages(cluster, topic_id))
 
 
+def test_long_texts_cross_the_links_and_the_pages_within_grpc_message_limits(
+    cluster: Cluster,
+) -> None:
+    """A log of long texts: 400 posts of 4096 four-byte characters, some 6.5 MB. A learner
+    catches up on it, though 500 entries would be one stream message over gRPC's 4 MiB;
+    and a page of the page maximum (1000) comes in pieces a default client accepts."""
+    user_id, topic_id = start_chain(cluster, ["n1"], **STEADY_TIMINGS)
+    text = "\N{GRINNING FACE}" * 4096
+    head = cluster.board("n1")
+    posted = [
+        head.PostMessage(
+            pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text=text),
+            timeout=RPC_TIMEOUT,
+        ).id
+        for _ in range(400)
+    ]
+    cluster.start_node("n2")
+    cluster.wait_chain(["n1", "n2"])
+    tail = cluster.board("n2")  # over a channel with gRPC's default message limits
+    pages, start = [], 0
+    while page := tail.GetMessages(
+        pb.GetMessagesRequest(topic_id=topic_id, from_message_id=start, limit=0),
+        timeout=RPC_TIMEOUT,
+    ).messages:
+        pages.append([message.id for message in page])
+        start = page[-1].id + 1
+    assert [id_ for page in pages for id_ in page] == posted
+    assert len(pages) > 1  # one page would be 6.5 MB: the client would refuse it
+
+
 def test_retry_at_a_new_head_returns_the_original_result(cluster: Cluster) -> None:
     user_id, topic_id = start_chain(cluster, ["n1", "n2", "n3"])
     post = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="before the crash")

@@ -60,6 +60,7 @@ VALID_NODE = {"id": "n1", "listen": "127.0.0.1:1", "control": "127.0.0.1:2"}
         ({"listen": "nowhere"}, "listen", "is not a host:port address"),
         ({"control": "127.0.0.1:70000"}, "control", "out of range"),
         ({"max_text_length": "many"}, "max_text_length", "must be a whole number"),
+        ({"max_text_length": 200_000}, "max_text_length", "must be 1..100000, got 200000"),
         ({"durability": "fast"}, "durability", "must be one of full, normal"),
         ({"log": {"level": "loud"}}, "log.level", "must be one of debug"),
     ],

@@ -782,6 +782,30 @@ def test_pages_from_memory_cover_what_the_node_saw_applied(forum: Board) -> None
     assert pages.page(1, 2, 10) == b""  # message 2 is deleted
 
 
+def test_a_page_stops_before_its_byte_limit_from_sqlite_and_from_memory(
+    forum: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of long texts would outgrow what a gRPC client accepts (4 MiB by default):
+    it stops at MAX_PAGE_BYTES, and walking on from its last id still yields every message."""
+    pages = RecentPages(budget=10**6, first_new_id=forum.next_message_id)
+    for number in range(7):
+        outcome = post(forum, 1, 1, f"{number}" * 300)
+        ok(outcome)
+        pages.on_applied([outcome.entry])
+    fragment_size = len(fragment(messages(forum, 1, 1, 1)[0].SerializeToString()))
+    monkeypatch.setattr(board_module, "MAX_PAGE_BYTES", 3 * fragment_size)
+    assert _ids(sql_page(forum, 1, 1, 10)) == [1, 2, 3]
+    assert pages.page(1, 1, 10) == sql_page(forum, 1, 1, 10)
+    monkeypatch.setattr(board_module, "MAX_PAGE_BYTES", 10)  # one message goes all the same
+    assert _ids(sql_page(forum, 1, 2, 10)) == _ids(pages.page(1, 2, 10)) == [2]
+    monkeypatch.setattr(board_module, "MAX_PAGE_BYTES", 2 * fragment_size + 1)
+    walked, start = [], 0
+    while page := _ids(sql_page(forum, 1, start, 0)):
+        walked += page
+        start = page[-1] + 1
+    assert walked == list(range(1, 8))
+
+
 _TOPIC_1 = cluster_pb2.Entry(kind=cluster_pb2.CREATE_TOPIC, topic=pb.Topic(id=1, name="t"))
 
 

@@ -219,6 +219,30 @@ def _message(
     )  # fmt: skip
 
 
+def prefix_within(pieces: list[bytes], max_bytes: int) -> list[bytes]:
+    """The longest prefix of ``pieces`` within ``max_bytes`` in all (at least the first).
+
+    Every gRPC message must stay under the receiver's limit (4 MiB by default, in clients
+    and in our own links): 1000 messages of long texts are several times that, and a page
+    or a stream message that big fails at the receiver, on every retry.
+    """
+    total = 0
+    for index, piece in enumerate(pieces):
+        total += len(piece)
+        if total > max_bytes and index:
+            return pieces[:index]
+    return pieces
+
+
+def join_page(fragments: list[bytes]) -> bytes:
+    """A serialized GetMessagesResponse of ``fragments``' messages, or of as many of the
+    first as fit in MAX_PAGE_BYTES."""
+    page = b"".join(fragments)
+    if len(page) <= MAX_PAGE_BYTES:  # nearly always: no Python loop over the fragments
+        return page
+    return b"".join(prefix_within(fragments, MAX_PAGE_BYTES))
+
+
 def fragment(wire: bytes) -> bytes:
     """A serialized message as a piece of a serialized GetMessagesResponse.
 
@@ -246,6 +270,9 @@ _INSERT_MESSAGE = (
     "(id, topic_id, user_id, text, created_at_us, post_seq, likes, deleted, wire) VALUES "
 )
 _MESSAGE_ROW = "(?, ?, ?, ?, ?, ?, 0, 0, ?)"
+# The most bytes of messages in one GetMessages page (see prefix_within). A page cut short
+# is still a page: the client asks on from the id after its last message.
+MAX_PAGE_BYTES = 4_000_000
 # Rows per INSERT statement: 7 values each stay under SQLite's oldest limit of 999.
 MAX_ROWS_PER_INSERT = 128
 # The hottest read: one page of a topic (uses the (topic_id, id) index).
@@ -579,7 +606,7 @@ class Board:
         rows = self._conn().execute(_SELECT_PAGE, (topic_id, from_message_id, limit)).fetchall()
         if not rows:  # only an empty page needs to tell "no topic" from "no messages"
             self._require_topic(topic_id)
-        return b"".join([fragment(wire) for (wire,) in rows])
+        return join_page([fragment(wire) for (wire,) in rows])
 
     def snapshot_page(
         self, topic_ids: list[int], from_message_id: int, up_to_seq: int | None, limit: int

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from mboard.api import cluster_pb2
 
-from .board import Kind, fragment
+from .board import Kind, fragment, join_page
 
 # What a message costs here beside its bytes: its id, list slots, the bytes object itself.
 MESSAGE_OVERHEAD = 100
@@ -83,8 +83,11 @@ class RecentPages:
             if fragments[index] is not None:
                 found.append(fragments[index])
                 if len(found) == limit:
-                    return b"".join(found)
-        return None if end < len(fragments) else b"".join(found)
+                    break
+        else:
+            if end < len(fragments):
+                return None
+        return join_page(found)
 
     def on_applied(self, entries: Iterable[cluster_pb2.Entry]) -> None:
         """Take applied entries, in log order."""

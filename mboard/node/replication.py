@@ -18,6 +18,7 @@ import grpc
 
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 
+from .board import prefix_within
 from .chain import Peer, plan_resend, refuse_handshake, send_pause
 
 if TYPE_CHECKING:
@@ -26,25 +27,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_ENTRIES = 500  # entries per stream message: big enough to amortise, small enough to pipeline
+BATCH_BYTES = 2**20  # and bytes: a quarter of gRPC's default message limit (prefix_within)
 MAX_PENDING_APPLIES = 32  # batches handed to the writer but not yet applied, per inbound link
 RETRY_DELAY = 0.05
 
 
 class RecentLog:
-    """The newest entries in memory, so forwarding rarely reads the log table."""
+    """The newest entries in memory, so forwarding rarely reads the log table.
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._blobs: deque[bytes] = deque(maxlen=capacity)
+    Bounded in bytes, not entries: 100,000 entries of long texts would be over a gigabyte.
+    """
+
+    def __init__(self, max_bytes: int = 16 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._blobs: deque[bytes] = deque()
+        self._bytes = 0  # of the blobs held
         self._last_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._blobs)
 
     def append(self, seq: int, blob: bytes) -> None:
         if seq != self._last_seq + 1:
-            self._blobs.clear()
+            self.clear()
         self._blobs.append(blob)
+        self._bytes += len(blob)
         self._last_seq = seq
+        while self._bytes > self.max_bytes:
+            self._bytes -= len(self._blobs.popleft())
 
     def clear(self) -> None:
         self._blobs.clear()
+        self._bytes = 0
         self._last_seq = 0
 
     def get(self, from_seq: int, limit: int) -> list[bytes] | None:
@@ -174,6 +188,7 @@ class Forwarder:
                 await _ended(acks)
             state = core.state
             blobs: list[bytes] = []
+            full = False
             if next_seq <= state.applied_seq:
                 # Never past our applied seq: while a truncation runs, SQLite still shows
                 # the entries it drops.
@@ -183,6 +198,9 @@ class Forwarder:
                     blobs = await core.storage.read(partial(core.board.log_blobs, next_seq, count))
                     if self._relink.is_set():  # our log may have changed meanwhile
                         break
+                fitting = prefix_within(blobs, BATCH_BYTES)
+                full = len(fitting) < len(blobs) or len(fitting) == BATCH_ENTRIES
+                blobs = fitting
             epoch = state.position.epoch
             # The commit point rides along with entries; a new epoch is announced at once
             # (a new tail waits for it before serving reads).
@@ -197,7 +215,7 @@ class Forwarder:
                 except asyncio.InvalidStateError:  # the successor ended the stream meanwhile
                     await _ended(acks)
                 sent_epoch = epoch
-                pause = send_pause(len(blobs), BATCH_ENTRIES, next_seq - 1 - state.committed_seq)
+                pause = send_pause(len(blobs), full, next_seq - 1 - state.committed_seq)
                 if pause:
                     await asyncio.sleep(pause)
                 continue
