@@ -66,9 +66,18 @@ def not_found(message: str) -> BoardError:
 # ----------------------------------------------------------------- validation
 
 
+# Control characters that str.strip() takes for whitespace, beside tab, newline and the like.
+_STRIPPED_CONTROLS = "\x1c\x1d\x1e\x1f\x85"
+
+
 def check_name(what: str, name: str) -> str:
     """Return the trimmed name, or raise INVALID_ARGUMENT saying what is wrong with it."""
     trimmed = name.strip()
+    # Trimming removes whitespace only: a control character at an end is refused like
+    # one inside, not silently dropped.
+    edges = name[: len(name) - len(name.lstrip())] + name[len(name.rstrip()) :]
+    if any(control in edges for control in _STRIPPED_CONTROLS):
+        raise invalid(f"{what} name must not contain control characters")
     if not 1 <= len(trimmed) <= MAX_NAME_LENGTH:
         raise invalid(
             f"{what} name must be 1..{MAX_NAME_LENGTH} characters after trimming, "
@@ -85,7 +94,7 @@ def name_key(name: str) -> str:
 
 def check_text(text: str, max_length: int) -> str:
     if not text.strip():
-        raise invalid("text must not be empty")
+        raise invalid("text must not be empty or only whitespace")
     if len(text) > max_length:
         raise invalid(f"text is {len(text)} characters, the limit is {max_length}")
     if "\x00" in text:
@@ -414,6 +423,7 @@ class Board:
     def _authored_message(self, request) -> pb.Message:
         check_id("user_id", request.user_id)
         message = self._live_message(request.topic_id, request.message_id)
+        self._require_user(request.user_id)  # a user who does not exist is NOT_FOUND
         if message.user_id != request.user_id:
             raise BoardError(
                 grpc.StatusCode.PERMISSION_DENIED,
