@@ -6,10 +6,11 @@ import asyncio
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 T = TypeVar("T")
 
@@ -90,22 +91,81 @@ def channel(address: str) -> grpc.aio.Channel:
 
 class GenericOnly:
     """Stands in for a server while generated ``add_*_to_server`` code adds a service: its
-    handlers go in as generic handlers only, never as registered methods.
+    handlers go in as generic handlers only, never as registered methods, and each one
+    answers a request that does not parse with INVALID_ARGUMENT (``refusing_malformed``).
 
     grpc.aio's accept loop keeps one pending call request per registered method and runs
     ``asyncio.wait`` over all of them for every incoming call, so each registered method
     adds to the cost of every call the server takes (our node serves some 20 of them). The
     generic path waits on one request whatever the number of methods.
+    ``adapt(method name, handler)``, if given, may change a handler first.
     """
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        adapt: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] | None = None,
+    ) -> None:
         self.server = server
+        self.adapt = adapt
 
-    def add_generic_rpc_handlers(self, handlers) -> None:
-        self.server.add_generic_rpc_handlers(handlers)
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass  # built from the same handlers below, which the generated code passes next
 
-    def add_registered_method_handlers(self, _service: str, _handlers: dict) -> None:
-        pass  # the generic handler the generated code adds first serves these methods
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        adapted = {
+            name: refusing_malformed(self.adapt(name, handler) if self.adapt else handler)
+            for name, handler in handlers.items()
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, adapted),)
+        )
+
+
+class _Malformed(NamedTuple):
+    problem: str
+
+
+def refusing_malformed(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler``, answering a request whose bytes do not parse with INVALID_ARGUMENT.
+
+    grpc.aio would answer it UNKNOWN, "Unexpected <class 'DecodeError'>: ...", and log a
+    traceback for every such call. Streams of requests are our own links: left as they are.
+    """
+    parse = handler.request_deserializer
+    if handler.request_streaming or parse is None:
+        return handler
+
+    def parse_or_note(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Malformed(str(exc))
+
+    async def refuse(request: _Malformed, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.problem}"
+        )
+
+    if handler.unary_unary:
+        answer = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if type(request) is _Malformed:
+                await refuse(request, context)
+            return await answer(request, context)
+
+        return handler._replace(request_deserializer=parse_or_note, unary_unary=unary_unary)
+
+    stream = handler.unary_stream
+
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        if type(request) is _Malformed:
+            await refuse(request, context)
+        async for response in stream(request, context):
+            yield response
+
+    return handler._replace(request_deserializer=parse_or_note, unary_stream=unary_stream)
 
 
 def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):

@@ -549,6 +549,34 @@ def test_node_still_serves_and_replicas_agree_after_random_requests(
     assert all(chain.processes[name].running for name in (HEAD, TAIL))
 
 
+@pytest.mark.parametrize(
+    ("method", "data", "problem"),
+    [
+        ("MessageBoard/CreateUser", b"\x0a\x10abc", "CreateUserRequest': Wire format"),
+        ("MessageBoard/CreateUser", b"\x0a\x02\xff\xfe", "CreateUserRequest': String field"),
+        ("MessageBoard/SubscribeTopic", b"\x08", "SubscribeTopicRequest'"),
+        ("ControlPlane/GetClusterState", b"\x08", "google.protobuf.Empty'"),
+    ],
+)
+def test_a_request_that_does_not_parse_is_invalid_argument(
+    chain: Cluster, method: str, data: bytes, problem: str
+) -> None:
+    """Bytes that are not the method's message: INVALID_ARGUMENT naming the message type,
+    not grpc.aio's UNKNOWN with a Python exception in it (and a traceback in our log)."""
+    server = "control" if method.startswith("ControlPlane") else HEAD
+    channel = chain.channel(chain.address(server))
+    path = f"/razpravljalnica.{method}"
+    with pytest.raises(grpc.RpcError) as caught:
+        if method.endswith("SubscribeTopic"):
+            next(channel.unary_stream(path)(data, timeout=CALL_TIMEOUT))
+        else:
+            channel.unary_unary(path)(data, timeout=CALL_TIMEOUT)
+    assert caught.value.code() == Code.INVALID_ARGUMENT
+    assert caught.value.details().startswith("malformed request: Error parsing message")
+    assert problem in caught.value.details()
+    assert "Unexpected" not in chain.processes[server].log()
+
+
 # ------------------------------------------------------------------ transport
 
 

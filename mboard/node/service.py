@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message as ProtoMessage
 
+from mboard import grpc_util
 from mboard.api import cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
@@ -102,35 +103,21 @@ def _as_bytes(reply: ProtoMessage | bytes) -> bytes:
 
 # Methods whose replies the node serializes itself: the hub serializes each event once for
 # all of its subscribers, and a page of messages is joined from serialized messages kept in
-# memory or stored (pages.py, board.fragment).
+# memory or stored (pages.py, board.join_page).
 PRESERIALIZED = ("SubscribeTopic", "GetMessages")
 
 
-class _Preserialized:
-    """Stands in for the server while the generated code registers MessageBoard, and gives
-    the PRESERIALIZED methods a serializer that passes bytes through."""
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self.server = server
-
-    def add_generic_rpc_handlers(self, handlers) -> None:
-        pass  # registered below, with the swapped serializers
-
-    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
-        handlers = {
-            name: handler._replace(response_serializer=_as_bytes)
-            if name in PRESERIALIZED
-            else handler
-            for name, handler in handlers.items()
-        }
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, handlers),)
-        )  # only generic: see grpc_util.GenericOnly
+def _preserialized(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if name in PRESERIALIZED:
+        return handler._replace(response_serializer=_as_bytes)
+    return handler
 
 
 def add_board_service(server: grpc.aio.Server, core: NodeCore) -> None:
     """Serve the public MessageBoard API of ``core`` on ``server``."""
-    pb_grpc.add_MessageBoardServicer_to_server(BoardService(core), _Preserialized(server))
+    pb_grpc.add_MessageBoardServicer_to_server(
+        BoardService(core), grpc_util.GenericOnly(server, adapt=_preserialized)
+    )
 
 
 class NodeService(cluster_pb2_grpc.NodeServicer):
