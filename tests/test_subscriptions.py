@@ -354,6 +354,10 @@ def test_bad_tokens_and_requests_are_refused_and_stream_nothing(cluster: Cluster
             node, subscribe_request(granted, 1, [1], -1), invalid,
             "from_sequence must be >= 0, got -1",
         ),
+        "from_sequence beyond the log": (  # refused once write_timeout passed
+            node, subscribe_request(granted, 1, [1], 10**9), invalid,
+            "from_sequence 1000000000 is beyond the last event (seq 5)",
+        ),
     }  # fmt: skip
     with contextlib.ExitStack() as opened:
 

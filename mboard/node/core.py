@@ -116,6 +116,10 @@ class NodeCore:
         """Wait until ``seq`` is committed, or answer UNAVAILABLE after write_timeout."""
         await self._wait(self.waiters.wait(seq, self.state.committed_seq), "committed", advice)
 
+    async def wait_applied(self, seq: int, advice: str = "try again") -> None:
+        """Wait until this node applied ``seq``, or answer UNAVAILABLE after write_timeout."""
+        await self._wait(self.applied_waiters.wait(seq, self.state.applied_seq), "applied", advice)
+
     async def _wait(self, reached: asyncio.Future, what: str, advice: str) -> None:
         if reached.done():
             return
@@ -290,9 +294,7 @@ class NodeCore:
         board = self.board
         truncations = self.truncations
         result, seen_seq = await self.storage.read(lambda: (fn(), board.applied_seq_now()))
-        await self._wait(
-            self.applied_waiters.wait(seen_seq, self.state.applied_seq), "applied", "try again"
-        )
+        await self.wait_applied(seen_seq)
         # A truncation that ran meanwhile may have dropped what the read saw, and once the
         # same seqs are applied again, the wait above cannot tell.
         if self.truncations != truncations:

@@ -235,6 +235,26 @@ def _replay_pages(
     return next_messages
 
 
+async def _require_known_sequence(core: NodeCore, from_sequence: int) -> None:
+    """INVALID_ARGUMENT unless ``from_sequence`` is a seq this node has or will soon have.
+
+    A resume names an event the client got, so a committed seq: every node of the chain
+    has it, or will within moments (a tail just promoted may trail its predecessor). A
+    number beyond the log would silently skip every event up to it.
+    """
+    if from_sequence <= core.state.applied_seq:
+        return
+    try:
+        await core.wait_applied(from_sequence)
+    except BoardError:
+        if core.stopping:
+            raise
+        raise invalid(
+            f"from_sequence {from_sequence} is beyond the last event "
+            f"(seq {core.state.applied_seq}); resume after an event the stream sent"
+        ) from None
+
+
 def _ended(subscriber: Subscriber, last_seq: int) -> BoardError | None:
     """Why the stream must end now, with where to resume; None if it goes on."""
     resume = f"; resume with from_sequence={last_seq}" if last_seq else ""
@@ -275,6 +295,7 @@ async def stream(
             grpc.StatusCode.UNAVAILABLE,
             f"{core.node_id} is not serving subscriptions now; ask the head for another node",
         )
+    await _require_known_sequence(core, request.from_sequence)
     subscriber = Subscriber(topic_ids, core.config.subscriber_queue)
     core.hub.add(subscriber)  # first, so nothing committed from here on is missed
     try:
