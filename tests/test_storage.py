@@ -921,6 +921,29 @@ def _serve(core: NodeCore, *successors: str) -> None:
     core.grant_lease(1, time.monotonic() + 600)
 
 
+def test_a_tail_without_a_lease_says_so_and_does_not_point_at_itself(forum: Board) -> None:
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[BoardError, BoardError]:
+        _serve(core)
+        core.state.drop_lease()
+        errors = []
+        for read in (lambda: core.read(forum.list_topics), lambda: core.get_messages(1, 0, 1)):
+            with pytest.raises(BoardError) as caught:
+                await read()
+            errors.append(caught.value)
+        await core.stop()
+        forum.storage.close()
+        return tuple(errors)
+
+    for error in asyncio.run(scenario()):
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.message == (
+            "n1 cannot serve reads: the tail's read lease from the control plane has run out; "
+            "try again shortly"
+        )
+
+
 async def _unheard_post(core: NodeCore, text: str) -> Outcome:
     """A post that is in SQLite but that the loop has not heard of (no ``then``): what a
     batch looks like between its commit and its callback."""

@@ -307,7 +307,12 @@ class NodeCore:
         reason = self.state.refuse_read(time.monotonic())
         if reason:
             tail = self.state.config.chain[-1] if self.state.config.chain else None
-            where = f"; the tail is {tail.node_id} at {tail.address}" if tail else ""
+            if tail is None:
+                where = ""
+            elif tail.node_id == self.node_id:  # the tail itself, for now without a lease
+                where = "; try again shortly"
+            else:
+                where = f"; the tail is {tail.node_id} at {tail.address}"
             raise BoardError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{self.node_id} cannot serve reads: {reason}{where}",
