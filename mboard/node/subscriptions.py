@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 LOAD_REFRESH = 0.5  # seconds between looks at the subscriber counts heartbeats report
 HEAD_WEIGHT = 2  # a subscriber at the head counts double when placing new ones
 REPLAY_PAGE = 1000  # events per page of a replay: bounds a subscription's memory
+# Distinct topics one subscription may name: each is a parameter of the replay's SQL, and
+# SQLite takes at most 32,766 of them in older builds.
+MAX_TOPICS = 10_000
 
 
 def _b64(data: bytes) -> str:
@@ -151,12 +154,19 @@ class SubscriptionHub:
         self._uncommitted.clear()
 
 
-def _check_request_ids(user_id: int, topic_ids: list[int]) -> None:
+def _checked_topics(user_id: int, topic_ids: Iterable[int]) -> list[int]:
+    """A subscription request's topics, each once and ascending, once its ids are valid."""
     check_id("user_id", user_id)
-    if not topic_ids:
+    topics = sorted(set(topic_ids))
+    if not topics:
         raise invalid("topic_id must list at least one topic")
-    for topic_id in topic_ids:
-        check_id("topic_id", topic_id)
+    if len(topics) > MAX_TOPICS:
+        raise BoardError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"a subscription may name at most {MAX_TOPICS:,} topics, got {len(topics):,}",
+        )
+    check_id("topic_id", topics[0])  # the smallest
+    return topics
 
 
 class SubscriptionPlacer:
@@ -174,8 +184,7 @@ class SubscriptionPlacer:
 
     async def place(self, request: pb.SubscriptionNodeRequest) -> pb.SubscriptionNodeResponse:
         core = self.core
-        topic_ids = list(request.topic_id)
-        _check_request_ids(request.user_id, topic_ids)
+        topic_ids = _checked_topics(request.user_id, request.topic_id)
         core.require_head()
         await core.storage.read(lambda: core.board.require(request.user_id, topic_ids))
         if time.monotonic() - self._looked_at > LOAD_REFRESH:
@@ -279,8 +288,7 @@ async def stream(
     service sends the stream's headers then, so a client on a quiet topic can tell an
     open stream from one still being checked.
     """
-    topic_ids = list(request.topic_id)
-    _check_request_ids(request.user_id, topic_ids)
+    topic_ids = _checked_topics(request.user_id, request.topic_id)
     for field in ("from_message_id", "from_sequence"):
         if getattr(request, field) < 0:
             raise invalid(f"{field} must be >= 0, got {getattr(request, field)}")
