@@ -207,13 +207,16 @@ class WriteLoad:
 def read_all_messages(
     board: pb_grpc.MessageBoardStub, topic_id: int, page: int = 1000
 ) -> list[pb.Message]:
-    """Every message of the topic, read page by page (GetMessages) from one node."""
+    """Every message of the topic, read page by page (GetMessages) from one node.
+
+    Only an empty page ends the topic: a page of long texts stops short of ``page``
+    messages to stay within gRPC's message limit."""
     messages: list[pb.Message] = []
     next_id = 0
     while True:
         request = pb.GetMessagesRequest(topic_id=topic_id, from_message_id=next_id, limit=page)
         batch = board.GetMessages(request, timeout=READ_TIMEOUT).messages
-        messages.extend(batch)
-        if len(batch) < page:
+        if not batch:
             return messages
+        messages.extend(batch)
         next_id = batch[-1].id + 1

@@ -654,6 +654,7 @@ def test_applying_the_heads_log_gives_an_identical_replica(open_board: OpenBoard
     assert digest(replica) == head_digest
     # A replica that takes over as head hands out the same next ids the head would have.
     assert ok(post(replica, 1, 3, "new head")).id == 4
+    assert digest(replica) != head_digest  # and the digest sees the difference
 
 
 def test_apply_stops_at_a_gap(open_board: OpenBoard) -> None:
