@@ -24,6 +24,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,11 +156,19 @@ class Cluster:
         self._start_with_config(CONTROL, "control", settings, self.cluster_state, wait=True)
         return self.control_address
 
-    def start_node(self, node_id: str, *, wait: bool = True, **overrides: Any) -> str:
+    def start_node(
+        self,
+        node_id: str,
+        *,
+        wait: bool = True,
+        max_file_bytes: int | None = None,
+        **overrides: Any,
+    ) -> str:
         """Start node ``node_id`` against the running control plane; return its address.
 
         With ``wait`` it returns once the node answers Node.Status (serving, not yet
-        necessarily in the chain: use ``wait_chain`` for that).
+        necessarily in the chain: use ``wait_chain`` for that). ``max_file_bytes``: no file
+        it writes may grow past this, as if its disk were full (``file_size_limited``).
         """
         settings = {
             "id": node_id,
@@ -173,17 +182,23 @@ class Cluster:
         def serving() -> cluster_pb2.NodeStatus:
             return self.node_status(node_id, with_digest=False)
 
-        self._start_with_config(node_id, "node", settings, serving, wait)
+        self._start_with_config(node_id, "node", settings, serving, wait, max_file_bytes)
         return self.address(node_id)
 
     def start_chain(
-        self, node_ids: Sequence[str], control: dict | None = None, **node_overrides: Any
+        self,
+        node_ids: Sequence[str],
+        control: dict | None = None,
+        max_file_bytes: dict[str, int] | None = None,
+        **node_overrides: Any,
     ) -> None:
         """Start a control plane (``control``: its config overrides) and ``node_ids`` in
-        order (each with ``node_overrides``); return once they form one chain, head first."""
+        order (each with ``node_overrides``, and its ``max_file_bytes`` if it has one);
+        return once they form one chain, head first."""
         self.start_control(**(control or {}))
+        limits = max_file_bytes or {}
         for node_id in node_ids:
-            self.start_node(node_id, **node_overrides)
+            self.start_node(node_id, max_file_bytes=limits.get(node_id), **node_overrides)
         self.wait_chain(list(node_ids))
 
     def spawn(
@@ -343,11 +358,19 @@ class Cluster:
     # -------------------------------------------------------------- internals
 
     def _start_with_config(
-        self, name: str, role: str, settings: dict, ready: Callable[[], object], wait: bool
+        self,
+        name: str,
+        role: str,
+        settings: dict,
+        ready: Callable[[], object],
+        wait: bool,
+        max_file_bytes: int | None = None,
     ) -> None:
         config_path = self.dir / f"{name}.yaml"
         config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
         argv = mboard_command(role, "--config", str(config_path))
+        if max_file_bytes is not None:
+            argv = file_size_limited(argv, max_file_bytes)
         self.spawn(name, argv, settings["listen"], ready, wait)
 
     def _launch(self, process: Process) -> None:
@@ -383,6 +406,21 @@ class Cluster:
             return str(self.chain())
         except grpc.RpcError as exc:
             return _describe(exc)
+
+
+# Sets the file size limit, then becomes the command: no preexec_fn in a process that
+# runs gRPC's threads.
+_FILE_SIZE_LIMITED = (
+    "import os, resource, sys; limit = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def file_size_limited(argv: list[str], max_bytes: int) -> list[str]:
+    """``argv``, run so that no file it writes grows past ``max_bytes``: a write beyond
+    fails (EFBIG) as on a full disk. Python ignores SIGXFSZ, which would kill it instead."""
+    return [sys.executable, "-c", _FILE_SIZE_LIMITED, str(max_bytes), *argv]
 
 
 def _kill_with_descendants(popen: subprocess.Popen) -> None:

@@ -37,9 +37,14 @@ def timing(key: str) -> float:
     return {**CONTROL_DEFAULTS, **timings()}[key]
 
 
-def start_chain(cluster: Cluster, names: list[str] = NODES, **control) -> tuple[int, int]:
+def start_chain(
+    cluster: Cluster,
+    names: list[str] = NODES,
+    max_file_bytes: dict[str, int] | None = None,
+    **control,
+) -> tuple[int, int]:
     """Start a control plane and ``names`` as one chain; return (user id, topic id)."""
-    cluster.start_chain(names, control={**timings(), **control})
+    cluster.start_chain(names, control={**timings(), **control}, max_file_bytes=max_file_bytes)
     return asyncio.run(_create_user_and_topic(cluster.control_address))
 
 

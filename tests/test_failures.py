@@ -118,6 +118,31 @@ def test_sigkill_loses_no_acknowledged_write_and_the_node_rejoins(cluster, victi
     finish(cluster, load, topic_id, NODES)
 
 
+# What a node may write before its "disk" is full: a few seconds of the test load.
+FULL_DISK_BYTES = 1_000_000
+
+
+@pytest.mark.parametrize("victim", ["n1", "n2", "n3"], ids=["head", "middle", "tail"])
+def test_a_node_whose_disk_fills_up_stops_and_the_chain_goes_on(cluster, victim):
+    """Fail-stop: a node that cannot store what it applies leaves the chain at once, with
+    one line saying why, instead of holding up every write (it used to, for good, and log
+    a traceback per retry)."""
+    user_id, topic_id = start_chain(cluster, max_file_bytes={victim: FULL_DISK_BYTES})
+    survivors = [name for name in NODES if name != victim]
+    process = cluster.processes[victim]
+    with write_load(cluster, user_id, topic_id) as load:
+        warm_up(cluster, load)
+        cluster.wait_for(lambda: not process.running, what=f"{victim} to stop, its disk full")
+        assert process.popen.returncode == 1
+        log = process.log()
+        assert f"node {victim} stops: cannot write" in log and "Traceback" not in log, log
+        last_line = log.rstrip().splitlines()[-1]  # the command's own one line
+        assert last_line.startswith(f"error: cannot write {cluster.dir / victim}"), last_line
+        cluster.wait_chain(survivors)
+        wait_acks(cluster, load, time.monotonic(), f"after {victim} left")
+    finish(cluster, load, topic_id, survivors)
+
+
 def test_node_killed_while_catching_up_rejoins_later(cluster):
     user_id, topic_id = start_chain(cluster)
     with write_load(cluster, user_id, topic_id, pause=0.0) as load:

@@ -29,7 +29,7 @@ from mboard.node import board as board_module
 from mboard.node.board import Board, BoardError, Outcome, ReplayPage, RequestWindow, fragment
 from mboard.node.core import NodeCore
 from mboard.node.pages import MAX_SKIPPED, MESSAGE_OVERHEAD, RecentPages
-from mboard.node.storage import Storage
+from mboard.node.storage import Storage, StorageFailed
 from mboard.node.subscriptions import Subscriber
 
 pytestmark = pytest.mark.timeout(120)
@@ -1158,6 +1158,46 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
     assert all(isinstance(outcome, RuntimeError) for outcome in failed)
     assert ids == [1, 1]  # "kept" got id 1: the rolled-back posts left nothing behind
     assert board.applied_seq == 3
+    assert storage.failure is None  # a bug is not a broken disk: the node goes on
+
+
+def test_a_full_disk_fails_the_writer_for_good_and_says_so_once(board: Board) -> None:
+    """SQLite cannot store a batch (here: the file may not grow, as on a full disk): that
+    batch and every later job fail with StorageFailed, nothing more runs, and the node
+    hears of it once (it stops: fail-stop, see node/server.py)."""
+    storage = board.storage
+    user(board, "Alice")
+    topic(board, "General")
+    heard: list[StorageFailed] = []
+    ran: list[str] = []
+
+    async def scenario() -> tuple[list, BaseException]:
+        storage.on_failure = heard.append
+        storage.start(asyncio.get_running_loop())
+        pages = storage.connection().execute("PRAGMA page_count").fetchone()[0]
+        await storage.submit(
+            lambda: storage.connection().execute(f"PRAGMA max_page_count = {pages}")
+        )
+
+        def post() -> Outcome:  # a page of text: the file must grow
+            return board.execute("post_message", _post("x" * 4000), "", EPOCH)
+
+        outcomes = [
+            (await asyncio.gather(storage.submit(post), return_exceptions=True))[0]
+            for _ in range(20)
+        ]
+        later = await asyncio.gather(
+            storage.submit(lambda: ran.append("later")), return_exceptions=True
+        )
+        storage.close()
+        return outcomes, later[0]
+
+    outcomes, later = asyncio.run(scenario())
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert failures and all(isinstance(failure, StorageFailed) for failure in failures)
+    assert "cannot write" in str(failures[0]) and "full" in str(failures[0])
+    assert later is failures[0] and ran == []  # nothing runs after the failure
+    assert heard == [failures[0]]  # once
 
 
 def _post(text: str) -> pb.PostMessageRequest:

@@ -24,7 +24,7 @@ from .board import Board, BoardError, Outcome
 from .chain import ChainState, CommitWaiters
 from .pages import RecentPages
 from .replication import Forwarder, RecentLog
-from .storage import Storage
+from .storage import Storage, StorageFailed
 from .subscriptions import SubscriptionHub
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,15 @@ class NodeCore:
         started = time.monotonic()
         try:
             self.require_head()
-            outcome: Outcome = await self.storage.submit(
-                lambda: self._execute(kind, request, request_id), then=self._after_execute
-            )
+            try:
+                outcome: Outcome = await self.storage.submit(
+                    lambda: self._execute(kind, request, request_id), then=self._after_execute
+                )
+            except StorageFailed as exc:  # nothing of it was stored: retrying is safe
+                raise BoardError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{self.node_id} {exc}; retry with the same x-request-id",
+                ) from None
             if not self.state.position.is_head:  # lost it meanwhile: see apply_config
                 raise self._no_longer_head_error()
             await self.wait_committed(outcome.wait_seq, "retry it with the same x-request-id")

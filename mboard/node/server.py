@@ -21,7 +21,7 @@ from mboard.config import NodeConfig
 from .board import Board
 from .core import NodeCore
 from .service import NodeService, add_board_service
-from .storage import Storage
+from .storage import Storage, StorageFailed
 
 log = logging.getLogger(__name__)
 CONTROL_CALL_TIMEOUT = 1.0
@@ -212,11 +212,23 @@ async def serve(
     if stop is None:
         stop = grpc_util.stop_event(exit_with_parent)
     stopped = asyncio.create_task(stop.wait())
+    # A node that cannot store what it applies (a full disk) stops: fail-stop is what chain
+    # replication counts on, and the chain goes on without it. Kept running, it would hold
+    # up every write.
+    failed: asyncio.Future[StorageFailed] = asyncio.get_running_loop().create_future()
+    storage.on_failure = lambda failure: failed.done() or failed.set_result(failure)
     # The link to the control plane ends on its own only when the control plane refuses
     # this node (RegistrationRefused): then the node stops, and says why.
-    await asyncio.wait([link, stopped], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([link, stopped, failed], return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
     refused = link.exception() if link.done() else None
+    failure = failed.result() if failed.done() else None
+    if failure:
+        log.error(
+            "node %s stops: %s. The chain goes on without it; make room (or repair the disk), "
+            "then start it again",
+            config.id, failure,
+        )  # fmt: skip
 
     leaves = control.registered and not refused
     log.info("node %s stopping%s", config.id, ": leaving the chain" if leaves else "")
@@ -230,8 +242,8 @@ async def serve(
     storage.close()
     os.close(lock)
     log.info("node %s stopped", config.id)
-    if refused:
-        raise refused
+    if refused or failure:
+        raise refused or failure
 
 
 def run(config: NodeConfig, exit_with_parent: bool = False) -> None:

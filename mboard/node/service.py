@@ -16,6 +16,7 @@ from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 from . import replication, subscriptions
 from .board import BoardError, invalid
 from .core import NodeCore
+from .storage import StorageFailed
 
 MAX_REQUEST_ID_LENGTH = 128
 
@@ -127,7 +128,10 @@ class NodeService(cluster_pb2_grpc.NodeServicer):
         self.core = core
 
     async def Replicate(self, request_iterator, context):
-        await replication.receive(self.core, context)
+        try:
+            await replication.receive(self.core, context)
+        except StorageFailed as exc:  # the node stops; its predecessor hears why
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.core.node_id} {exc}")
 
     async def PushConfig(self, request, context):
         self.core.apply_config(request)

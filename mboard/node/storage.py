@@ -39,6 +39,32 @@ T = TypeVar("T")
 FinishedJob = tuple[asyncio.Future, Any, BaseException | None, Callable[[Any], object] | None]
 # Enough to amortise one fsync over many writes, small enough to keep latency low.
 MAX_BATCH_JOBS = 512
+# SQLite's words for "this database file cannot be written": a full disk (or a file size
+# limit), an I/O error, a read-only or damaged file.
+_STORAGE_ERRORS = (
+    "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB",
+    "SQLITE_CANTOPEN",
+)  # fmt: skip
+
+
+class StorageFailed(OSError):
+    """SQLite can no longer write this node's database (see ``Storage.failure``)."""
+
+
+def storage_error(exc: BaseException) -> sqlite3.Error | None:
+    """The SQLite error in ``exc``, or in what led to it, that says the database file cannot
+    be written; None if there is none (a bug is not a broken disk)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # peewee re-raises SQLite's errors as its own, with the original as the first arg.
+        for candidate in (current, *current.args[:1]):
+            name = getattr(candidate, "sqlite_errorname", None) or ""
+            if isinstance(candidate, sqlite3.Error) and name.startswith(_STORAGE_ERRORS):
+                return candidate
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class BaseModel(Model):
@@ -147,6 +173,11 @@ class Storage:
         # back, so whoever keeps state in memory beside the database can reload it.
         self.before_commit: Callable[[], None] | None = None
         self.after_rollback: Callable[[], None] | None = None
+        # Set when a write batch failed because the file cannot be written (a full disk):
+        # from then on the writer runs nothing, every job fails with it, and
+        # ``on_failure(failure)`` is called once, on the event loop.
+        self.failure: StorageFailed | None = None
+        self.on_failure: Callable[[StorageFailed], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -213,15 +244,29 @@ class Storage:
         self.db.close()
 
     def _run_transaction(self, batch: list) -> list:
+        if self.failure:  # nothing more is written: a node must not skip what it applies
+            return [(future, None, self.failure, None) for _, future, _ in batch]
         outcomes: list[FinishedJob] = []
         try:
             with self._transaction():
                 for fn, future, then in batch:
                     outcomes.append((future, fn(), None, then))
         except Exception as exc:  # handed to every caller of the batch
-            log.exception("write batch failed and was rolled back")
-            outcomes = [(future, None, exc, None) for _, future, _ in batch]
+            error = self._failed(exc)
+            outcomes = [(future, None, error, None) for _, future, _ in batch]
         return outcomes
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What the callers of a failed batch get; a storage failure is kept and reported."""
+        cause = storage_error(exc)
+        if cause is None:
+            log.exception("write batch failed and was rolled back")
+            return exc
+        self.failure = StorageFailed(f"cannot write {self.path}: {cause}")
+        log.error("%s", self.failure)
+        if self.on_failure:
+            self._loop.call_soon_threadsafe(self.on_failure, self.failure)
+        return self.failure
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -269,5 +314,9 @@ def _resolve(outcomes: list[FinishedJob]) -> None:
             continue
         if exc is not None:
             future.set_exception(exc)
+            if isinstance(exc, StorageFailed):
+                # Logged once, by the writer, and the node stops: a job nobody awaits any
+                # more (the link that handed it in ended) need not log it again.
+                future.exception()
         else:
             future.set_result(result)
