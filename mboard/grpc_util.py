@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import socket
 import sys
@@ -158,14 +159,22 @@ def refusing_malformed(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return handler._replace(request_deserializer=parse_or_note, unary_unary=unary_unary)
 
     stream = handler.unary_stream
+    if inspect.iscoroutinefunction(stream):  # it writes its replies (grpc_health's Watch)
 
-    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        async def writing(request: Any, context: grpc.aio.ServicerContext) -> None:
+            if type(request) is _Malformed:
+                await refuse(request, context)
+            await stream(request, context)
+
+        return handler._replace(request_deserializer=parse_or_note, unary_stream=writing)
+
+    async def yielding(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
         if type(request) is _Malformed:
             await refuse(request, context)
         async for response in stream(request, context):
             yield response
 
-    return handler._replace(request_deserializer=parse_or_note, unary_stream=unary_stream)
+    return handler._replace(request_deserializer=parse_or_note, unary_stream=yielding)
 
 
 def add_health_and_reflection(srv: grpc.aio.Server, service_names: list[str]):

@@ -22,6 +22,16 @@ def health(cluster: Cluster, name: str) -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
 
 
+def first_watched(cluster: Cluster, address: str) -> int:
+    """The first status Health.Watch streams (standard tools watch as well as check)."""
+    stub = health_pb2_grpc.HealthStub(cluster.channel(address))
+    stream = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    try:
+        return next(stream).status
+    finally:
+        stream.cancel()
+
+
 def role(cluster: Cluster, name: str) -> str | None:
     members = cluster.control_status().members
     return next((m.role for m in members if m.node.node_id == name), None)
@@ -89,6 +99,7 @@ def test_health_is_serving_only_in_the_chain(cluster):
     cluster.wait_chain(["n1", "n2"])
     cluster.wait_for(lambda: health(cluster, "n2") == STATUS.SERVING, what="n2 SERVING")
     assert health(cluster, "n1") == STATUS.SERVING
+    assert first_watched(cluster, cluster.address("n2")) == STATUS.SERVING
 
 
 def test_control_plane_serves_health(cluster):
@@ -99,3 +110,4 @@ def test_control_plane_serves_health(cluster):
     except grpc.RpcError as error:
         raise AssertionError(f"health check failed: {error}") from error
     assert reply.status == STATUS.SERVING
+    assert first_watched(cluster, cluster.control_address) == STATUS.SERVING
