@@ -321,6 +321,13 @@ def test_bad_tokens_and_requests_are_refused_and_stream_nothing(cluster: Cluster
     def crafted(secret: str, expires_at: float) -> pb.SubscribeTopicRequest:
         return with_token(sign_token(secret.encode(), 1, [1], node.node_id, expires_at))
 
+    def signed_for(peer: pb.NodeInfo, from_sequence: int) -> pb.SubscribeTopicRequest:
+        request = with_token(sign_token(SECRET.encode(), 1, [1], peer.node_id, time.time() + 60))
+        request.from_sequence = from_sequence
+        return request
+
+    head, tail = cluster.cluster_state().head, cluster.cluster_state().tail
+
     an_hour = time.time() + 3600
     denied, invalid = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT
     refused = {
@@ -359,9 +366,14 @@ def test_bad_tokens_and_requests_are_refused_and_stream_nothing(cluster: Cluster
             node, subscribe_request(granted, 1, [1], -1), invalid,
             "from_sequence must be >= 0, got -1",
         ),
-        "from_sequence beyond the log": (  # refused once write_timeout passed
-            node, subscribe_request(granted, 1, [1], 10**9), invalid,
+        # The head has every event there is; another node may be behind for a moment.
+        "from_sequence beyond the log, at the head": (
+            head, signed_for(head, 10**9), invalid,
             "from_sequence 1000000000 is beyond the last event (seq 5)",
+        ),
+        "from_sequence beyond the log, at the tail": (
+            tail, signed_for(tail, 10**9), grpc.StatusCode.UNAVAILABLE,
+            f"{tail.node_id} has not received seq 1000000000 yet (it has 5)",
         ),
     }  # fmt: skip
     with contextlib.ExitStack() as opened:

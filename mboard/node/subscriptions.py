@@ -244,24 +244,25 @@ def _replay_pages(
     return next_messages
 
 
-async def _require_known_sequence(core: NodeCore, from_sequence: int) -> None:
-    """INVALID_ARGUMENT unless ``from_sequence`` is a seq this node has or will soon have.
-
-    A resume names an event the client got, so a committed seq: every node of the chain
-    has it, or will within moments (a tail just promoted may trail its predecessor). A
-    number beyond the log would silently skip every event up to it.
-    """
-    if from_sequence <= core.state.applied_seq:
+def _require_known_sequence(core: NodeCore, from_sequence: int) -> None:
+    """Refuse a resume after a seq this node has not applied: it would skip every event up
+    to it. A resume names an event the client got, so a committed seq, which every node
+    but a tail has applied: the head says when one cannot exist (INVALID_ARGUMENT); a tail
+    just promoted may still trail its predecessor, so it only says to try again
+    (UNAVAILABLE: the client asks the head for a node again)."""
+    applied_seq = core.state.applied_seq
+    if from_sequence <= applied_seq:
         return
-    try:
-        await core.wait_applied(from_sequence)
-    except BoardError:
-        if core.stopping:
-            raise
+    if core.state.position.is_head:
         raise invalid(
-            f"from_sequence {from_sequence} is beyond the last event "
-            f"(seq {core.state.applied_seq}); resume after an event the stream sent"
-        ) from None
+            f"from_sequence {from_sequence} is beyond the last event (seq {applied_seq}); "
+            "resume after an event the stream sent"
+        )
+    raise BoardError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"{core.node_id} has not received seq {from_sequence} yet (it has {applied_seq}); "
+        "ask the head for a node again",
+    )
 
 
 def _ended(subscriber: Subscriber, last_seq: int) -> BoardError | None:
@@ -303,7 +304,7 @@ async def stream(
             grpc.StatusCode.UNAVAILABLE,
             f"{core.node_id} is not serving subscriptions now; ask the head for another node",
         )
-    await _require_known_sequence(core, request.from_sequence)
+    _require_known_sequence(core, request.from_sequence)
     subscriber = Subscriber(topic_ids, core.config.subscriber_queue)
     core.hub.add(subscriber)  # first, so nothing committed from here on is missed
     try:
