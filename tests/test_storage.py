@@ -536,6 +536,11 @@ def test_every_write_appends_one_entry_with_the_next_seq(forum: Board) -> None:
     ]  # fmt: skip
     assert all(e.epoch == EPOCH for e in entries)
     assert forum.storage.run_sync(lambda: forum.log_blobs(7, 1)) == [log_blobs(forum)[6]]
+    # Within a byte budget, and never none: what a link reads to catch a successor up.
+    blobs = log_blobs(forum)
+    two = len(blobs[4]) + len(blobs[5])
+    assert forum.storage.run_sync(lambda: forum.log_blobs(5, 10, two)) == blobs[4:6]
+    assert forum.storage.run_sync(lambda: forum.log_blobs(5, 10, 1)) == blobs[4:5]
 
 
 def stored_seqs(board: Board) -> list[int]:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 import unicodedata
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -228,19 +229,22 @@ def _message(
     )  # fmt: skip
 
 
-def prefix_within(pieces: list[bytes], max_bytes: int) -> list[bytes]:
-    """The longest prefix of ``pieces`` within ``max_bytes`` in all (at least the first).
+def prefix_within(pieces: Iterable[bytes], max_bytes: int) -> list[bytes]:
+    """The longest prefix of ``pieces`` within ``max_bytes`` in all (at least the first);
+    an iterator is read no further than that.
 
     Every gRPC message must stay under the receiver's limit (4 MiB by default, in clients
     and in our own links): 1000 messages of long texts are several times that, and a page
     or a stream message that big fails at the receiver, on every retry.
     """
+    taken: list[bytes] = []
     total = 0
-    for index, piece in enumerate(pieces):
+    for piece in pieces:
         total += len(piece)
-        if total > max_bytes and index:
-            return pieces[:index]
-    return pieces
+        if total > max_bytes and taken:
+            break
+        taken.append(piece)
+    return taken
 
 
 def join_page(fragments: list[bytes]) -> bytes:
@@ -288,6 +292,7 @@ MAX_ROWS_PER_INSERT = 128
 _SELECT_PAGE = (
     "SELECT wire FROM messages WHERE topic_id = ? AND id >= ? AND deleted = 0 ORDER BY id LIMIT ?"
 )
+_SELECT_LOG = "SELECT data FROM log WHERE seq >= ? ORDER BY seq LIMIT ?"
 _SELECT_MESSAGE = (
     "SELECT topic_id, user_id, text, created_at_us, likes, deleted FROM messages WHERE id = ?"
 )
@@ -693,16 +698,15 @@ class Board:
         writer's ``applied_seq``)."""
         return self._conn().execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
 
-    def log_blobs(self, from_seq: int, limit: int) -> list[bytes]:
-        """Serialized entries with seq >= from_seq, ascending (catch-up and resends)."""
-        rows = (
-            LogEntry.select(LogEntry.data)
-            .where(LogEntry.seq >= from_seq)
-            .order_by(LogEntry.seq)
-            .limit(limit)
-            .tuples()
-        )
-        return [bytes(data) for (data,) in rows]
+    def log_blobs(self, from_seq: int, limit: int, max_bytes: int | None = None) -> list[bytes]:
+        """Serialized entries with seq >= from_seq, ascending (catch-up and resends): at
+        most ``limit``, and no more than fit in ``max_bytes`` (see prefix_within)."""
+        rows = self._conn().execute(_SELECT_LOG, (from_seq, limit))
+        try:  # read row by row: a budget of long entries ends the reading early
+            blobs = (bytes(data) for (data,) in rows)
+            return list(blobs) if max_bytes is None else prefix_within(blobs, max_bytes)
+        finally:
+            rows.close()
 
     def epoch_at(self, seq: int) -> int | None:
         row = LogEntry.select(LogEntry.epoch).where(LogEntry.seq == seq).tuples().first()

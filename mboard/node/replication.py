@@ -195,12 +195,12 @@ class Forwarder:
                 count = min(BATCH_ENTRIES, state.applied_seq - next_seq + 1)
                 blobs = core.recent.get(next_seq, count)
                 if blobs is None:  # catching a successor up from older history
-                    blobs = await core.storage.read(partial(core.board.log_blobs, next_seq, count))
+                    read = partial(core.board.log_blobs, next_seq, count, BATCH_BYTES)
+                    blobs = await core.storage.read(read)
                     if self._relink.is_set():  # our log may have changed meanwhile
                         break
-                fitting = prefix_within(blobs, BATCH_BYTES)
-                full = len(fitting) < len(blobs) or len(fitting) == BATCH_ENTRIES
-                blobs = fitting
+                blobs = prefix_within(blobs, BATCH_BYTES)
+                full = len(blobs) < count or len(blobs) == BATCH_ENTRIES  # more may wait
             epoch = state.position.epoch
             # The commit point rides along with entries; a new epoch is announced at once
             # (a new tail waits for it before serving reads).
