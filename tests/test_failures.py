@@ -143,6 +143,29 @@ def test_a_node_whose_disk_fills_up_stops_and_the_chain_goes_on(cluster, victim)
     finish(cluster, load, topic_id, survivors)
 
 
+def test_when_every_disk_fills_up_the_last_member_goes_on_serving_reads(cluster):
+    """The disks fill one after the other (as one shared disk does, in chain order): the
+    first two nodes stop, the last one stays to serve reads, and refuses writes."""
+    limits = {name: FULL_DISK_BYTES * (2 + number) // 2 for number, name in enumerate(NODES)}
+    user_id, topic_id = start_chain(cluster, max_file_bytes=limits)
+    with write_load(cluster, user_id, topic_id, client_timeout=5.0) as load:
+        warm_up(cluster, load)
+        cluster.wait_for(
+            lambda: [cluster.processes[name].running for name in NODES] == [False, False, True],
+            what="n1 and n2 to stop, n3 to go on",
+        )
+        cluster.wait_for(lambda: load.failures, what="a write refused by n3")
+    assert cluster.chain() == ["n3"]
+    assert "the chain's last member: it goes on serving reads" in cluster.processes["n3"].log()
+    load.verify(tail_messages(cluster, topic_id))  # every acknowledged write, read at n3
+    with pytest.raises(grpc.RpcError) as refused:
+        request = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="no room")
+        cluster.board("n3").PostMessage(request, timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "n3 cannot store writes now" in refused.value.details()
+    assert cluster.processes["n3"].running
+
+
 def test_node_killed_while_catching_up_rejoins_later(cluster):
     user_id, topic_id = start_chain(cluster)
     with write_load(cluster, user_id, topic_id, pause=0.0) as load:

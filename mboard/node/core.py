@@ -101,10 +101,10 @@ class NodeCore:
                 outcome: Outcome = await self.storage.submit(
                     lambda: self._execute(kind, request, request_id), then=self._after_execute
                 )
-            except StorageFailed as exc:  # nothing of it was stored: retrying is safe
+            except StorageFailed:  # nothing of it was stored: retrying is safe
                 raise BoardError(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"{self.node_id} {exc}; retry with the same x-request-id",
+                    f"{self.node_id} cannot store writes now; retry with the same x-request-id",
                 ) from None
             if not self.state.position.is_head:  # lost it meanwhile: see apply_config
                 raise self._no_longer_head_error()

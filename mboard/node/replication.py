@@ -295,7 +295,8 @@ async def receive(core: NodeCore, context: grpc.aio.ServicerContext) -> None:
         # Our predecessor's stream broke: if it died, say so now rather than leave it to
         # missed heartbeats (the failure timeout). A live one answers the control's probe.
         predecessor = core.state.position.predecessor
-        if predecessor is not None and predecessor.node_id == sender and not core.stopping:
+        healthy = not core.stopping and core.storage.failure is None  # else it is our fault
+        if predecessor is not None and predecessor.node_id == sender and healthy:
             core.report_failure(sender)
 
 

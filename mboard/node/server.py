@@ -168,6 +168,31 @@ class ControlLink:
             log.debug("control call %s failed: %s", type(request).__name__, exc.code().name)
 
 
+def _storage_failure(core: NodeCore) -> asyncio.Future[StorageFailed]:
+    """A future set when the node must stop because it cannot write its database.
+
+    Fail-stop is what chain replication counts on: kept running, the node would hold up
+    every write, and the chain goes on without it. Only the chain's last member stays, to
+    go on serving reads and subscriptions (its writes answer UNAVAILABLE) until it is
+    restarted with room to write: a disk that every node shares (``mboard up``) must not
+    take the reads down too.
+    """
+    failed: asyncio.Future[StorageFailed] = asyncio.get_running_loop().create_future()
+
+    def stop_unless_last(failure: StorageFailed) -> None:
+        if [node.node_id for node in core.state.config.chain] != [core.node_id]:
+            failed.set_result(failure)
+            return
+        log.error(
+            "node %s: %s. It is the chain's last member: it goes on serving reads, and "
+            "writes fail until it is restarted with room to write",
+            core.node_id, failure,
+        )  # fmt: skip
+
+    core.storage.on_failure = stop_unless_last
+    return failed
+
+
 async def serve(
     config: NodeConfig, stop: asyncio.Event | None = None, exit_with_parent: bool = False
 ) -> None:
@@ -177,6 +202,7 @@ async def serve(
     storage = Storage(config.data_path / "board.db", config.durability)
     board = Board(storage, config.max_text_length, config.page_max)
     core = NodeCore(config, storage, board)
+    failed = _storage_failure(core)
     core.start()
     # Before the server starts: handlers and reports reach the control plane through it.
     control = ControlLink(core, config)
@@ -212,11 +238,6 @@ async def serve(
     if stop is None:
         stop = grpc_util.stop_event(exit_with_parent)
     stopped = asyncio.create_task(stop.wait())
-    # A node that cannot store what it applies (a full disk) stops: fail-stop is what chain
-    # replication counts on, and the chain goes on without it. Kept running, it would hold
-    # up every write.
-    failed: asyncio.Future[StorageFailed] = asyncio.get_running_loop().create_future()
-    storage.on_failure = lambda failure: failed.done() or failed.set_result(failure)
     # The link to the control plane ends on its own only when the control plane refuses
     # this node (RegistrationRefused): then the node stops, and says why.
     await asyncio.wait([link, stopped, failed], return_when=asyncio.FIRST_COMPLETED)

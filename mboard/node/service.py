@@ -130,8 +130,10 @@ class NodeService(cluster_pb2_grpc.NodeServicer):
     async def Replicate(self, request_iterator, context):
         try:
             await replication.receive(self.core, context)
-        except StorageFailed as exc:  # the node stops; its predecessor hears why
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.core.node_id} {exc}")
+        except StorageFailed:  # the node stops (node/server.py); its predecessor hears why
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"{self.core.node_id} cannot store entries now"
+            )
 
     async def PushConfig(self, request, context):
         self.core.apply_config(request)

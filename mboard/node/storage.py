@@ -262,7 +262,9 @@ class Storage:
         if cause is None:
             log.exception("write batch failed and was rolled back")
             return exc
-        self.failure = StorageFailed(f"cannot write {self.path}: {cause}")
+        self.failure = StorageFailed(
+            f"cannot write {self.path}: {cause} ({cause.sqlite_errorname})"
+        )
         log.error("%s", self.failure)
         if self.on_failure:
             self._loop.call_soon_threadsafe(self.on_failure, self.failure)
