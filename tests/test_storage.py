@@ -489,6 +489,36 @@ def test_retry_with_the_same_request_id_returns_the_original_result(forum: Board
     assert ok(execute(forum, "post_message", request, "req-3")).id == posted.id + 1
 
 
+@pytest.mark.parametrize(
+    ("kind", "request_"),
+    [
+        ("create_user", pb.CreateUserRequest(name="Dave")),  # the same kind, another body
+        ("create_topic", pb.CreateTopicRequest(name="Carol")),
+        ("post_message", pb.PostMessageRequest(topic_id=1, user_id=1, text="other")),
+        ("delete_message", pb.DeleteMessageRequest(topic_id=1, message_id=1, user_id=1)),
+        ("like_message", pb.LikeMessageRequest(topic_id=1, message_id=1, user_id=2)),
+    ],
+)
+def test_a_request_id_reused_for_another_write_is_refused(
+    forum: Board, kind: str, request_
+) -> None:
+    """Only a retry gets the original answer: another write under a used id is refused, not
+    answered with the first write's result (a delete that says OK and deletes nothing)."""
+    ok(execute(forum, "post_message", _post("kept"), "req-post"))
+    ok(execute(forum, "create_user", pb.CreateUserRequest(name="Carol"), "req-user"))
+    seq = forum.applied_seq
+    used = "req-user" if kind == "create_user" else "req-post"
+    refused(
+        execute(forum, kind, request_, used),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"x-request-id '{used}' was used for another write",
+    )
+    assert forum.applied_seq == seq and [m.text for m in messages(forum, 1)] == ["kept"]
+    # Each kind's own retry is still recognised.
+    retried = execute(forum, "post_message", _post("kept"), "req-post")
+    assert ok(retried).text == "kept" and forum.applied_seq == seq
+
+
 def test_a_retry_is_recognised_among_the_newest_entries_only(
     open_board: OpenBoard, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -154,6 +154,31 @@ def result_of(entry: cluster_pb2.Entry) -> ProtoMessage:
     return entry.message
 
 
+def _asking(kind: str, request: ProtoMessage) -> tuple:
+    """What a write request asks for, as ``_asked_for`` tells it from the entry it made."""
+    if kind in ("create_user", "create_topic"):
+        return kind, request.name.strip()
+    if kind == "post_message":
+        return kind, request.topic_id, request.user_id, request.text
+    text = request.text if kind == "update_message" else ""
+    return kind, request.topic_id, request.message_id, request.user_id, text
+
+
+def _asked_for(entry: cluster_pb2.Entry) -> tuple:
+    """What the request that made ``entry`` asked for: a retry of it asks the same."""
+    kind, message = entry.kind, entry.message
+    if kind == Kind.CREATE_USER:
+        return "create_user", entry.user.name
+    if kind == Kind.CREATE_TOPIC:
+        return "create_topic", entry.topic.name
+    if kind == Kind.POST:
+        return "post_message", message.topic_id, message.user_id, message.text
+    if kind == Kind.LIKE:
+        return "like_message", message.topic_id, message.id, entry.liker_id, ""
+    name, text = ("update_message", message.text) if kind == Kind.UPDATE else ("delete_message", "")
+    return name, message.topic_id, message.id, message.user_id, text
+
+
 _EVENT_OPS = {
     Kind.POST: pb.OP_POST,
     Kind.LIKE: pb.OP_LIKE,
@@ -355,7 +380,16 @@ class Board:
         if seq is not None:  # a retry of a write that is already in the log: answer as before
             self.flush()
             (data,) = self._conn().execute("SELECT data FROM log WHERE seq = ?", (seq,)).fetchone()
-            return Outcome(wait_seq=seq, result=result_of(cluster_pb2.Entry.FromString(data)))
+            entry = cluster_pb2.Entry.FromString(data)
+            if _asked_for(entry) != _asking(kind, request):  # not a retry: a reused id
+                return Outcome(
+                    wait_seq=self.applied_seq,
+                    error=invalid(
+                        f"x-request-id {request_id!r} was used for another write (seq {seq}); "
+                        "a new write needs a new id"
+                    ),
+                )
+            return Outcome(wait_seq=seq, result=result_of(entry))
         try:
             entry = getattr(self, f"_resolve_{kind}")(request)
         except BoardError as error:
