@@ -376,9 +376,11 @@ def test_a_retry_with_the_same_request_id_is_answered_once(chain: Cluster, forum
     applied = chain.node_status(HEAD, with_digest=False).applied_seq
 
     assert write(chain, "PostMessage", post, request_id) == first
-    # The id alone identifies the write: a retry answers with the original result.
+    # Another write under the same id is no retry: refused, not answered as the first.
     changed = pb.PostMessageRequest(topic_id=forum.topic.id, user_id=forum.bob.id, text="other")
-    assert write(chain, "PostMessage", changed, request_id) == first
+    error = refusal(lambda: write(chain, "PostMessage", changed, request_id))
+    assert error.code() == Code.INVALID_ARGUMENT
+    assert "was used for another write" in error.details()
     assert chain.node_status(HEAD, with_digest=False).applied_seq == applied
     page = read(chain, "GetMessages", pb.GetMessagesRequest(topic_id=forum.topic.id))
     assert [m.text for m in page.messages].count(post.text) == 1
