@@ -1235,6 +1235,20 @@ def test_a_full_disk_fails_the_writer_for_good_and_says_so_once(board: Board) ->
     assert heard == [failures[0]]  # once
 
 
+def test_a_subscriber_that_overflows_lets_go_of_its_queue() -> None:
+    """Its stream ends with RESOURCE_EXHAUSTED once the client reads again; meanwhile the
+    events it missed must not stay in memory (a client can stop reading for ever)."""
+
+    async def scenario() -> Subscriber:
+        subscriber = Subscriber([1], limit=3)
+        for seq in range(1, 6):
+            subscriber.offer((seq, b"x" * 1000))
+        return subscriber
+
+    subscriber = asyncio.run(scenario())
+    assert subscriber.overflowed and len(subscriber.events) == 0
+
+
 def _post(text: str) -> pb.PostMessageRequest:
     return pb.PostMessageRequest(topic_id=1, user_id=1, text=text)
 

@@ -96,6 +96,9 @@ class Subscriber:
             return
         if len(self.events) >= self.limit:
             self.overflowed = True  # the stream ends; the node goes on at full speed
+            # And lets go of the queue at once: a client that stopped reading keeps its
+            # stream stuck in a send for as long as it likes, and the events with it.
+            self.events.clear()
         else:
             self.events.append(event)
         self.wake.set()
