@@ -980,6 +980,40 @@ def test_a_tail_without_a_lease_says_so_and_does_not_point_at_itself(forum: Boar
         )
 
 
+def test_the_topics_are_read_once_until_a_topic_is_created(forum: Board) -> None:
+    """ListTopics at a busy tail: one read of the table serves every caller until the
+    board has another topic."""
+    core = _serving_node(forum)
+    new_topic = pb.CreateTopicRequest(name="New")
+
+    async def scenario() -> tuple[bytes, bytes, bytes]:
+        _serve(core)
+        first = await core.list_topics()
+        again = await core.list_topics()
+        await core.storage.submit(
+            lambda: forum.execute("create_topic", new_topic, "", EPOCH), then=core._after_execute
+        )
+        after = await core.list_topics()
+        await core.stop()
+        forum.storage.close()
+        return first, again, after
+
+    first, again, after = asyncio.run(scenario())
+    assert again is first  # not read again
+    names = [topic.name for topic in pb.ListTopicsResponse.FromString(after).topics]
+    assert names == ["General", "Random", "New"]
+
+
+def test_a_board_holds_at_most_max_topics(forum: Board, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(board_module, "MAX_TOPICS", 3)  # General and Random are 1 and 2
+    assert topic(forum, "Third").id == 3
+    refused(
+        execute(forum, "create_topic", pb.CreateTopicRequest(name="Fourth")),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "the board holds at most 3 topics",
+    )
+
+
 async def _unheard_post(core: NodeCore, text: str) -> Outcome:
     """A post that is in SQLite but that the loop has not heard of (no ``then``): what a
     batch looks like between its commit and its callback."""

@@ -29,6 +29,9 @@ from mboard.api import razpravljalnica_pb2 as pb
 from .storage import BOARD_MODELS, LogEntry, Message, State, Storage, Topic, User
 
 MAX_NAME_LENGTH = 64
+# The most topics a board holds: ListTopics answers with all of them in one reply, which must
+# stay within gRPC's 4 MiB (at most about 270 bytes a topic: 2.7 MB).
+MAX_TOPICS = 10_000
 # How many of the newest log entries a retry is recognised in (the exactly-once window):
 # about 40 s of writes at full speed on a 2-core machine, far beyond a client's deadline.
 # Each entry with a request id costs some 200 bytes of memory.
@@ -411,6 +414,12 @@ class Board:
         return cluster_pb2.Entry(kind=Kind.CREATE_USER, user=user)
 
     def _resolve_create_topic(self, request: pb.CreateTopicRequest) -> cluster_pb2.Entry:
+        if self.next_topic_id > MAX_TOPICS:
+            raise BoardError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the board holds at most {MAX_TOPICS:,} topics (ListTopics answers with all "
+                "of them in one reply)",
+            )
         topic = pb.Topic(id=self.next_topic_id, name=self._new_name("topic", request.name))
         return cluster_pb2.Entry(kind=Kind.CREATE_TOPIC, topic=topic)
 
@@ -633,6 +642,12 @@ class Board:
     def list_topics(self) -> list[pb.Topic]:
         rows = Topic.select(Topic.id, Topic.name).order_by(Topic.id).tuples()
         return [pb.Topic(id=topic_id, name=name) for topic_id, name in rows]
+
+    def topics_reply(self) -> tuple[int, bytes]:
+        """Every topic, as a serialized ListTopicsResponse, and the id that follows them."""
+        topics = self.list_topics()
+        next_id = topics[-1].id + 1 if topics else 1
+        return next_id, pb.ListTopicsResponse(topics=topics).SerializeToString()
 
     def get_user(self, user_id: int) -> pb.User:
         check_id("user_id", user_id)

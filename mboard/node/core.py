@@ -56,6 +56,8 @@ class NodeCore:
         self._last_report: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task] = set()
         self.stopping = False  # set on shutdown: broken links then mean nothing
+        # ((truncations, the id after its topics), ListTopicsResponse): see list_topics
+        self._topics_reply: tuple[tuple[int, int], bytes] | None = None
 
     def start(self) -> None:
         self.storage.start(asyncio.get_running_loop())
@@ -323,6 +325,23 @@ class NodeCore:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{self.node_id} cannot serve reads: {reason}{where}",
             )
+
+    async def list_topics(self) -> bytes:
+        """Every topic (serialized), read once until a topic is created: many readers of a
+        big board each built the same reply, and kept the event loop from its heartbeats.
+
+        Topics get dense ids and are never deleted, so a reply is whole while the writer's
+        next topic id is the one after its topics. (The writer counts a topic before its
+        batch commits: until then the reply is read again each time.) A truncation may
+        drop topics and reuse their ids.
+        """
+        self.require_reads()
+        current = (self.truncations, self.board.next_topic_id)
+        if self._topics_reply is None or self._topics_reply[0] != current:
+            truncations = self.truncations
+            next_id, reply = await self._read_sqlite(self.board.topics_reply)
+            self._topics_reply = (truncations, next_id), reply
+        return self._topics_reply[1]
 
     async def get_messages(self, topic_id: int, from_message_id: int, limit: int) -> bytes:
         """A page of a topic (serialized), from memory when it holds all of it."""

@@ -10,7 +10,6 @@ from google.protobuf.message import Message as ProtoMessage
 
 from mboard import grpc_util
 from mboard.api import cluster_pb2_grpc
-from mboard.api import razpravljalnica_pb2 as pb
 from mboard.api import razpravljalnica_pb2_grpc as pb_grpc
 
 from . import replication, subscriptions
@@ -72,8 +71,7 @@ class BoardService(pb_grpc.MessageBoardServicer):
         return await self._write("like_message", request, context)
 
     async def ListTopics(self, request, context):
-        topics = await self._read(self.core.board.list_topics, context)
-        return pb.ListTopicsResponse(topics=topics)
+        return await self._answer(self.core.list_topics, context)
 
     async def GetMessages(self, request, context):
         return await self._answer(
@@ -103,9 +101,9 @@ def _as_bytes(reply: ProtoMessage | bytes) -> bytes:
 
 
 # Methods whose replies the node serializes itself: the hub serializes each event once for
-# all of its subscribers, and a page of messages is joined from serialized messages kept in
-# memory or stored (pages.py, board.join_page).
-PRESERIALIZED = ("SubscribeTopic", "GetMessages")
+# all of its subscribers, a page of messages is joined from serialized messages kept in
+# memory or stored (pages.py, board.join_page), and the list of topics is kept serialized.
+PRESERIALIZED = ("SubscribeTopic", "GetMessages", "ListTopics")
 
 
 def _preserialized(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

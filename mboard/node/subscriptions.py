@@ -24,7 +24,7 @@ import grpc
 from mboard.api import cluster_pb2
 from mboard.api import razpravljalnica_pb2 as pb
 
-from .board import Board, BoardError, ReplayPage, check_id, event_of, invalid
+from .board import MAX_TOPICS, Board, BoardError, ReplayPage, check_id, event_of, invalid
 
 if TYPE_CHECKING:
     from .core import NodeCore
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 LOAD_REFRESH = 0.5  # seconds between looks at the subscriber counts heartbeats report
 HEAD_WEIGHT = 2  # a subscriber at the head counts double when placing new ones
 REPLAY_PAGE = 1000  # events per page of a replay: bounds a subscription's memory
-# Distinct topics one subscription may name: each is a parameter of the replay's SQL, and
-# SQLite takes at most 32,766 of them in older builds.
-MAX_TOPICS = 10_000
 
 
 def _b64(data: bytes) -> str:
@@ -163,7 +160,7 @@ def _checked_topics(user_id: int, topic_ids: Iterable[int]) -> list[int]:
     topics = sorted(set(topic_ids))
     if not topics:
         raise invalid("topic_id must list at least one topic")
-    if len(topics) > MAX_TOPICS:
+    if len(topics) > MAX_TOPICS:  # more than a board holds (and SQL parameters of a replay)
         raise BoardError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"a subscription may name at most {MAX_TOPICS:,} topics, got {len(topics):,}",
