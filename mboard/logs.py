@@ -26,8 +26,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def client_went_away(record: logging.LogRecord) -> bool:
+    """False for grpc.aio's ERROR, with a traceback, about a reply it could not send because
+    the client had gone (hung up mid-stream): any client can cause as many as it likes,
+    and nothing is wrong with the server. Kept at ``debug``."""
+    gone = record.getMessage().startswith("ExecuteBatchError raised in core by servicer")
+    return not gone or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     """Send the root logger's records at ``level`` and above to stderr in ``fmt`` (text|json)."""
+    logging.getLogger("grpc._cython.cygrpc").addFilter(client_went_away)
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -303,6 +303,23 @@ def test_text_logs(root_logger: logging.Logger, capsys: pytest.CaptureFixture) -
     )
 
 
+def test_a_client_hanging_up_mid_stream_is_no_error_in_the_log(
+    root_logger: logging.Logger, capsys: pytest.CaptureFixture
+) -> None:
+    grpc_log = logging.getLogger("grpc._cython.cygrpc")
+    gone = "ExecuteBatchError raised in core by servicer method [/razpravljalnica.X/Y]"
+    try:
+        logs.setup("info", "text")
+        grpc_log.error(gone)
+        grpc_log.error("something else went wrong")
+        assert capsys.readouterr().err.count("ERROR grpc._cython.cygrpc") == 1
+        logs.setup("debug", "text")  # kept for whoever debugs
+        grpc_log.error(gone)
+        assert "ExecuteBatchError" in capsys.readouterr().err
+    finally:
+        grpc_log.filters.clear()
+
+
 def test_json_logs(root_logger: logging.Logger, capsys: pytest.CaptureFixture) -> None:
     logs.setup("debug", "json")
     logging.getLogger("mboard.control").debug("epoch %d", 7)
