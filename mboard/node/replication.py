@@ -194,12 +194,13 @@ class Forwarder:
                 # the entries it drops.
                 count = min(BATCH_ENTRIES, state.applied_seq - next_seq + 1)
                 blobs = core.recent.get(next_seq, count)
-                if blobs is None:  # catching a successor up from older history
+                if blobs is not None:
+                    blobs = prefix_within(blobs, BATCH_BYTES)
+                else:  # catching a successor up from older history (within the bytes too)
                     read = partial(core.board.log_blobs, next_seq, count, BATCH_BYTES)
                     blobs = await core.storage.read(read)
                     if self._relink.is_set():  # our log may have changed meanwhile
                         break
-                blobs = prefix_within(blobs, BATCH_BYTES)
                 full = len(blobs) < count or len(blobs) == BATCH_ENTRIES  # more may wait
             epoch = state.position.epoch
             # The commit point rides along with entries; a new epoch is announced at once
