@@ -65,6 +65,11 @@ def test_node_metrics_move_under_load(cluster):
     )
     assert after["mboard_commits_total"] >= before["mboard_commits_total"] + 52
     assert after["mboard_commit_latency_seconds_count"] >= 52
+    buckets = [value for key, value in after.items() if "latency_seconds_bucket" in key]
+    assert buckets == sorted(buckets)  # cumulative, ascending bounds
+    assert buckets[-1] == after['mboard_commit_latency_seconds_bucket{le="+Inf"}']
+    assert buckets[-1] == after["mboard_commit_latency_seconds_count"]
+    assert 0 < after["mboard_commit_latency_seconds_sum"] < 52 * 10
     assert after["mboard_applied_seq"] == after["mboard_committed_seq"] >= 52
     assert after["mboard_epoch"] >= 1 and after["mboard_reconfigurations_total"] >= 1
     assert after["mboard_page_cache_bytes"] > before["mboard_page_cache_bytes"] + 50 * 100

@@ -114,10 +114,10 @@ class NodeCore:
             if outcome.error:
                 raise outcome.error
         except BoardError as error:
-            metrics.WRITES.labels(error.code.name).inc()
+            metrics.HOT.writes[error.code.name] += 1
             raise
-        metrics.WRITES_OK.inc()
-        metrics.COMMIT_LATENCY.observe(time.monotonic() - started)
+        metrics.HOT.writes["OK"] += 1
+        metrics.HOT.observe_commit_latency(time.monotonic() - started)
         return outcome.result
 
     async def wait_committed(self, seq: int, advice: str = "try again") -> None:
@@ -275,7 +275,7 @@ class NodeCore:
         committed_seq = self.state.committed_seq
         # A truncation may take commits back (begin_truncation): count each seq once.
         if committed_seq > self._counted_commits:
-            metrics.COMMITS.inc(committed_seq - self._counted_commits)
+            metrics.HOT.commits += committed_seq - self._counted_commits
             self._counted_commits = committed_seq
         self.waiters.advance(committed_seq)
         self.hub.on_commit(min(committed_seq, self.state.applied_seq))
