@@ -981,6 +981,37 @@ def test_a_tail_without_a_lease_says_so_and_does_not_point_at_itself(forum: Boar
         )
 
 
+def test_only_the_tail_keeps_pages_in_memory(forum: Board) -> None:
+    """A head that is not the tail keeps no pages. Once it is the tail, a page shows the
+    messages from before that (from SQLite) as well as those after (from memory)."""
+    core = _serving_node(forum)
+
+    async def scenario() -> tuple[int, list[bytes], int]:
+        _serve(core, "n2")
+        for text in ("one", "two"):  # applied and heard of, never committed by n2
+            await core.storage.submit(
+                lambda text=text: forum.execute("post_message", _post(text), "", EPOCH),
+                then=core._after_execute,
+            )
+        kept_as_head = len(core.pages)
+        alone = cluster_pb2.ChainConfig(epoch=2)
+        alone.chain.add(node_id="n1", address="127.0.0.1:1")
+        core.apply_config(alone)
+        core.grant_lease(2, time.monotonic() + 600)
+        await asyncio.wait_for(core.write("post_message", _post("three"), ""), 30)
+        pages = [await core.get_messages(1, from_id, 10) for from_id in (0, 1, 2, 3)]
+        kept_as_tail = len(core.pages)
+        await core.stop()
+        forum.storage.close()
+        return kept_as_head, pages, kept_as_tail
+
+    kept_as_head, pages, kept_as_tail = asyncio.run(scenario())
+    assert kept_as_head == 0
+    texts = [[m.text for m in pb.GetMessagesResponse.FromString(p).messages] for p in pages]
+    assert texts == [["one", "two", "three"], ["one", "two", "three"], ["two", "three"], ["three"]]
+    assert kept_as_tail == 1  # "three"
+
+
 def test_the_topics_are_read_once_until_a_topic_is_created(forum: Board) -> None:
     """ListTopics at a busy tail: one read of the table serves every caller until the
     board has another topic."""

@@ -238,7 +238,8 @@ class NodeCore:
             return
         for entry, blob in applied:
             self.recent.append(entry.seq, blob)
-        self.pages.on_applied(entry for entry, _ in applied)
+        if self.state.position.is_tail:  # only the tail serves pages (see apply_config)
+            self.pages.on_applied(entry for entry, _ in applied)
         self.hub.on_applied(entry for entry, _ in applied)
         last = applied[-1][0]
         self.last_epoch = last.epoch
@@ -374,6 +375,12 @@ class NodeCore:
             self.waiters.fail(self._no_longer_head_error())
         if old.in_chain and not new.in_chain:
             self.hub.close_all(f"{self.node_id} left the chain")
+        if new.is_tail != old.is_tail:
+            # Only a tail keeps pages in memory: the head and the middle would spend a
+            # busy chain's time and memory on them for nothing. A new tail starts with no
+            # messages in memory; the writer may be ahead of the loop, never behind it, so
+            # older ones all come from SQLite (and a truncation under way resets it again).
+            self.pages = self._new_pages(self.board.next_message_id)
         if new.successor != old.successor:
             self.forwarder.relink()
         else:
