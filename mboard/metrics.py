@@ -51,9 +51,10 @@ class HotPathMetrics(Collector):
             "mboard_commits", "Log entries this node saw become committed", value=self.commits
         )
         cumulative, buckets = 0, []
-        for bound, count in zip((*COMMIT_LATENCY_BUCKETS, float("inf")), self.latency_counts):
+        bounds = [*map(repr, COMMIT_LATENCY_BUCKETS), "+Inf"]
+        for bound, count in zip(bounds, self.latency_counts, strict=True):
             cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            buckets.append((bound, cumulative))
         yield HistogramMetricFamily(
             "mboard_commit_latency_seconds",
             "From a write's arrival at the head until the chain committed it",

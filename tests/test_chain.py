@@ -414,12 +414,31 @@ def test_adopt_ignores_old_configs():
 def test_commit_waiters_resolve_in_order_once_committed():
     async def scenario():
         waiters = CommitWaiters()
-        futures = [waiters.wait(seq, committed_seq=2) for seq in (5, 1, 3, 4)]
+        futures = [waiters.wait(seq, reached_seq=2) for seq in (5, 1, 3, 4)]
         assert [f.done() for f in futures] == [False, True, False, False]
         waiters.advance(3)
         assert [f.done() for f in futures] == [False, True, True, False]
         waiters.advance(5)
         assert all(f.done() for f in futures) and len(waiters) == 0
+
+    asyncio.run(scenario())
+
+
+def test_commit_waiters_give_up_after_their_timeout():
+    async def scenario():
+        waiters = CommitWaiters("committed", 0.05, give_up=LookupError)
+        first, second, reached = waiters.wait(5, 0, "retry"), waiters.wait(6, 0), waiters.wait(3, 0)
+        waiters.advance(3)  # before its deadline: it does not fail later
+        with pytest.raises(LookupError, match=r"^not committed within 0.05s; retry$"):
+            await asyncio.wait_for(first, 10)
+        with pytest.raises(LookupError, match=r"; try again$"):
+            await asyncio.wait_for(second, 10)
+        assert reached.result() is None
+        later = waiters.wait(7, 0)  # the timer went quiet: a new wait starts it again
+        with pytest.raises(LookupError):
+            await asyncio.wait_for(later, 10)
+        waiters.advance(7)  # no harm to those that gave up
+        assert len(waiters) == 0
 
     asyncio.run(scenario())
 

@@ -1012,6 +1012,25 @@ def test_only_the_tail_keeps_pages_in_memory(forum: Board) -> None:
     assert kept_as_tail == 1  # "three"
 
 
+def test_a_write_that_is_not_committed_in_time_answers_unavailable(forum: Board) -> None:
+    config = NodeConfig(
+        id="n1", listen="127.0.0.1:1", data_dir=str(forum.storage.path.parent), write_timeout=0.2
+    )
+    core = NodeCore(config, forum.storage, forum)
+
+    async def scenario() -> BoardError:
+        _serve(core, "n2")  # n2 never acks: nothing commits
+        with pytest.raises(BoardError) as caught:
+            await asyncio.wait_for(core.write("post_message", _post("lost?"), "id-1"), 30)
+        await core.stop()
+        forum.storage.close()
+        return caught.value
+
+    error = asyncio.run(scenario())
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.message == "not committed within 0.2s; retry it with the same x-request-id"
+
+
 def test_the_topics_are_read_once_until_a_topic_is_created(forum: Board) -> None:
     """ListTopics at a busy tail: one read of the table serves every caller until the
     board has another topic."""

@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -139,22 +142,46 @@ def send_pause(sent: int, full: bool, in_flight: int) -> float:
 
 
 class CommitWaiters:
-    """Futures waiting for ``committed_seq`` to reach a seq."""
+    """Futures waiting for a seq to be reached: ``committed_seq``, or a node's applied seq.
 
-    def __init__(self) -> None:
+    A wait that lasts ``timeout`` seconds fails with ``give_up(why)``. One timer serves
+    every wait: each write waits here, and a timer of its own (armed, then cancelled) cost
+    it more than all the rest of this. The waits share one timeout, so they run out in the
+    order they began.
+    """
+
+    def __init__(
+        self,
+        what: str = "reached",
+        timeout: float = math.inf,
+        give_up: Callable[[str], BaseException] = TimeoutError,
+    ) -> None:
         self._heap: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
+        self._what, self._timeout, self._give_up = what, timeout, give_up
+        self._deadlines: deque[tuple[float, asyncio.Future, str]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def wait(self, seq: int, committed_seq: int) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        if seq <= committed_seq:
+    def wait(self, seq: int, reached_seq: int, advice: str = "try again") -> asyncio.Future:
+        """A future done once ``seq`` is reached (``reached_seq``: how far it is now)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asking for the running loop costs a syscall
+            loop = self._loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if seq <= reached_seq:
             future.set_result(None)
-        else:
-            heapq.heappush(self._heap, (seq, next(self._order), future))
+            return future
+        heapq.heappush(self._heap, (seq, next(self._order), future))
+        if self._timeout < math.inf:
+            deadline = loop.time() + self._timeout
+            self._deadlines.append((deadline, future, advice))
+            if self._timer is None:
+                self._timer = loop.call_at(deadline, self._give_up_overdue)
         return future
 
-    def advance(self, committed_seq: int) -> None:
-        while self._heap and self._heap[0][0] <= committed_seq:
+    def advance(self, reached_seq: int) -> None:
+        while self._heap and self._heap[0][0] <= reached_seq:
             _, _, future = heapq.heappop(self._heap)
             if not future.done():
                 future.set_result(None)
@@ -165,6 +192,18 @@ class CommitWaiters:
         for _, _, future in heap:
             if not future.done():
                 future.set_exception(error)
+
+    def _give_up_overdue(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            _, future, advice = deadlines.popleft()
+            if not future.done():
+                why = f"not {self._what} within {self._timeout:g}s; {advice}"
+                future.set_exception(self._give_up(why))
+        if deadlines:
+            self._timer = self._loop.call_at(deadlines[0][0], self._give_up_overdue)
 
     def __len__(self) -> int:
         return len(self._heap)

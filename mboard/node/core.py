@@ -41,8 +41,9 @@ class NodeCore:
         self.board = board
         self.state = ChainState(config.id, board.applied_seq, board.saved_committed_seq)
         self.last_epoch = board.last_epoch  # epoch of the entry at applied_seq
-        self.waiters = CommitWaiters()
-        self.applied_waiters = CommitWaiters()  # the same, for this node's applied seq
+        self.waiters = CommitWaiters("committed", config.write_timeout, _unavailable)
+        # The same, for this node's applied seq.
+        self.applied_waiters = CommitWaiters("applied", config.write_timeout, _unavailable)
         self.recent = RecentLog()
         self.pages = self._new_pages(board.next_message_id)
         self.forwarder = Forwarder(self)
@@ -122,27 +123,18 @@ class NodeCore:
 
     async def wait_committed(self, seq: int, advice: str = "try again") -> None:
         """Wait until ``seq`` is committed, or answer UNAVAILABLE after write_timeout."""
-        await self._wait(self.waiters.wait(seq, self.state.committed_seq), "committed", advice)
+        await self._wait(self.waiters, seq, self.state.committed_seq, advice)
 
     async def wait_applied(self, seq: int, advice: str = "try again") -> None:
         """Wait until this node applied ``seq``, or answer UNAVAILABLE after write_timeout."""
-        await self._wait(self.applied_waiters.wait(seq, self.state.applied_seq), "applied", advice)
+        await self._wait(self.applied_waiters, seq, self.state.applied_seq, advice)
 
-    async def _wait(self, reached: asyncio.Future, what: str, advice: str) -> None:
-        if reached.done():
+    async def _wait(self, waiters: CommitWaiters, seq: int, reached_seq: int, advice: str) -> None:
+        if seq <= reached_seq:
             return
         if self.stopping:  # begin_shutdown failed those waiting before
             raise self._shutting_down_error()
-        timeout = self.config.write_timeout
-        # A bare timer, not asyncio.timeout: this runs for every write, and the timer only
-        # has to fail one future.
-        timer = asyncio.get_running_loop().call_later(
-            timeout, _give_up, reached, f"not {what} within {timeout:g}s; {advice}"
-        )
-        try:
-            await reached
-        finally:
-            timer.cancel()
+        await waiters.wait(seq, reached_seq, advice)
 
     def _execute(self, kind: str, request: ProtoMessage, request_id: str) -> Outcome:
         # Writer thread. The role may have changed since the handler checked it.
@@ -455,6 +447,5 @@ class NodeCore:
         )
 
 
-def _give_up(waiting: asyncio.Future, why: str) -> None:
-    if not waiting.done():
-        waiting.set_exception(BoardError(grpc.StatusCode.UNAVAILABLE, why))
+def _unavailable(why: str) -> BoardError:
+    return BoardError(grpc.StatusCode.UNAVAILABLE, why)
