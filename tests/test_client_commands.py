@@ -225,6 +225,16 @@ def test_status_table() -> None:
     }
 
 
+def test_status_warns_when_the_control_plane_cannot_save() -> None:
+    problem = "cannot write /data/control/control.db: database or disk is full (SQLITE_FULL)"
+    view = ClusterView("127.0.0.1:50050", 4, ["n1"], [], [], storage_problem=problem)
+    assert format_table(view).splitlines()[:2] == [
+        "control 127.0.0.1:50050  epoch 4  chain n1",
+        f"warning: the control plane {problem}: the chain cannot change until it can",
+    ]
+    assert json.loads(commands.to_json(view))["storage_problem"] == problem
+
+
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_a_command_followed_by_help_shows_its_usage(flag: str) -> None:
     assert commands.help_for(["post", flag]) == (

@@ -13,6 +13,7 @@ from mboard.control.membership import (
     Refused,
     Saved,
 )
+from mboard.storage_errors import StorageFailed
 
 FAILURE_TIMEOUT = 2.0
 LEASE = 1.0
@@ -20,12 +21,15 @@ N1, N2, N3, N4 = (Node(f"n{i}", f"127.0.0.1:{5000 + i}") for i in range(1, 5))
 
 
 class Disk:
-    """Stands in for the store: keeps every saved state."""
+    """Stands in for the store: keeps every saved state, or refuses while ``full``."""
 
     def __init__(self) -> None:
         self.saves: list[Saved] = []
+        self.full = False
 
     def __call__(self, state: Saved) -> None:
+        if self.full:
+            raise StorageFailed("cannot write control.db: database or disk is full (SQLITE_FULL)")
         self.saves.append(state)
 
 
@@ -251,6 +255,41 @@ def test_failed_persist_leaves_the_configuration_unchanged():
     assert m.config == before
     assert m.config.find("n2") is None
     assert beat(m, N2, now=0).unknown
+
+
+def test_heartbeats_are_answered_while_nothing_can_be_saved():
+    """A full disk stops changes, not heartbeats: the tail's lease is renewed (that needs no
+    save), a rising commit floor is saved once the disk has room, and a change waits."""
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    assert beat(m, N2, now=1.0).lease_s == LEASE
+    disk.full = True
+    answer = m.heartbeat(
+        "n1", m.config.epoch, applied_seq=50, committed_seq=50, subscribers=0, now=2.0,
+        address=N1.address,
+    )  # fmt: skip
+    assert answer.config == m.config and m.committed_floor == 50
+    assert beat(m, N2, now=2.1).lease_s == LEASE
+    epoch = m.config.epoch
+    with pytest.raises(StorageFailed):
+        m.remove("n2", "n2 unreachable")
+    assert ids(m.config.chain) == ["n1", "n2"] and m.config.epoch == epoch
+    disk.full = False
+    m.heartbeat(
+        "n1", epoch, applied_seq=60, committed_seq=60, subscribers=0, now=3.5, address=N1.address
+    )
+    assert disk.saves[-1].committed_floor == 60
+
+
+def test_a_first_lease_is_granted_only_once_it_is_saved():
+    disk = Disk()
+    m = membership(persist=disk)
+    m.register(N1, applied_seq=0, now=0)
+    disk.full = True
+    assert beat(m, N1, now=0.1).lease_s == 0  # after a restart it could not know of it
+    disk.full = False
+    assert beat(m, N1, now=0.2).lease_s == LEASE
+    assert disk.saves[-1].lease_holder == "n1"
 
 
 def test_statuses_report_roles_progress_and_heartbeat_age():

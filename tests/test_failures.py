@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import time
 import uuid
 
 import grpc
 import pytest
-from harness import Cluster
+from harness import CONTROL, Cluster
 from load import WriteLoad
 from scenario import (
     DEFAULT_TIMINGS,
@@ -164,6 +165,58 @@ def test_when_every_disk_fills_up_the_last_member_goes_on_serving_reads(cluster)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "n3 cannot store writes now" in refused.value.details()
     assert cluster.processes["n3"].running
+
+
+def test_a_control_plane_that_cannot_save_changes_nothing_until_it_can(cluster):
+    """The control plane saves every configuration before it announces one. While its disk
+    is full it says so once, in its log and in ``mboard status``; it changes nothing (a dead
+    node stays in the chain, a new one cannot join and is told why) but keeps renewing the
+    tail's lease, so reads go on. With room again it catches up by itself."""
+    user_id, topic_id = start_chain(cluster)
+    post = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="before")
+    cluster.board("n1").PostMessage(post, timeout=10)
+    control = cluster.processes[CONTROL]
+    database = cluster.dir / CONTROL / "control.db"
+    # Appends to the WAL now fail (EFBIG, as on a full disk), only from here on.
+    wal_size = database.with_name("control.db-wal").stat().st_size
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.prlimit(control.popen.pid, resource.RLIMIT_FSIZE, (wal_size, hard))
+    epoch = cluster.cluster_state().epoch
+
+    cluster.kill("n2")
+    cluster.start_node("n4", wait=False)
+    problem = cluster.wait_for(
+        lambda: cluster.control_status().storage_problem, what="the control plane's problem"
+    )
+    assert problem.startswith(f"cannot write {database}: "), problem
+    cluster.wait_for(
+        lambda: "the control plane cannot write" in cluster.processes["n4"].log(),
+        what="n4 told why it cannot join",
+    )
+    lease = timing("lease")
+    cluster.wait_for(  # long enough for a removal, and for the tail's lease to run out
+        lambda: all(
+            m.heartbeat_age_s > 2 * timing("failure_timeout") + lease
+            for m in cluster.control_status().members
+            if m.node.node_id == "n2"
+        ),
+        what="n2 silent for two failure timeouts",
+    )
+    state = cluster.cluster_state()
+    assert (state.epoch, [n.node_id for n in state.chain]) == (epoch, NODES)
+    reply = cluster.board("n3").GetMessages(
+        pb.GetMessagesRequest(topic_id=topic_id, limit=1), timeout=5
+    )
+    assert [m.text for m in reply.messages] == ["before"]  # the lease is renewed: reads go on
+    log = control.log()
+    assert log.count(f"cannot write {database}") == 1 and "Traceback" not in log, log
+
+    resource.prlimit(control.popen.pid, resource.RLIMIT_FSIZE, (hard, hard))
+    cluster.wait_chain(["n1", "n3", "n4"])
+    assert cluster.control_status().storage_problem == ""
+    assert f"{database} can be written again" in control.log()
+    request = pb.PostMessageRequest(topic_id=topic_id, user_id=user_id, text="room again")
+    assert cluster.board("n1").PostMessage(request, timeout=10).text == "room again"
 
 
 def test_node_killed_while_catching_up_rejoins_later(cluster):

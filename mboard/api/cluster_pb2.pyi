@@ -270,11 +270,13 @@ class RestartChainReply(_message.Message):
     def __init__(self, config: _Optional[_Union[ChainConfig, _Mapping]] = ..., applied_seq: _Optional[int] = ..., committed_floor: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("config", "members", "control_address")
+    __slots__ = ("config", "members", "control_address", "storage_problem")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_PROBLEM_FIELD_NUMBER: _ClassVar[int]
     config: ChainConfig
     members: _containers.RepeatedCompositeFieldContainer[MemberStatus]
     control_address: str
-    def __init__(self, config: _Optional[_Union[ChainConfig, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., control_address: _Optional[str] = ...) -> None: ...
+    storage_problem: str
+    def __init__(self, config: _Optional[_Union[ChainConfig, _Mapping]] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., control_address: _Optional[str] = ..., storage_problem: _Optional[str] = ...) -> None: ...

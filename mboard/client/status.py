@@ -49,6 +49,8 @@ class ClusterView:
     chain: list[str]
     learners: list[str]
     nodes: list[NodeRow]
+    # Why the control plane cannot save its state ("" when it can).
+    storage_problem: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,6 +70,7 @@ async def gather(client: Client) -> ClusterView:
         chain=[node.node_id for node in status.config.chain],
         learners=[node.node_id for node in status.config.learners],
         nodes=rows,
+        storage_problem=status.storage_problem,
     )
 
 
@@ -101,6 +104,11 @@ def format_table(view: ClusterView) -> str:
     header = f"control {view.control_address}  epoch {view.epoch}  chain {chain}"
     if view.learners:
         header += f"  learners {', '.join(view.learners)}"
+    if view.storage_problem:
+        header += (
+            f"\nwarning: the control plane {view.storage_problem}: "
+            "the chain cannot change until it can"
+        )
     rows = [COLUMNS] + [
         (
             row.node_id,

@@ -6,15 +6,19 @@ one of them returns True.
 
 Every change bumps the epoch. The new configuration is handed to ``persist`` BEFORE it
 replaces the current one, so a configuration is never visible (and never announced) unless
-it is on disk: a restarted control plane never issues an epoch twice.
+it is on disk: a restarted control plane never issues an epoch twice. When ``persist`` cannot
+write (StorageFailed), the change does not happen; heartbeats still get answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from mboard.storage_errors import StorageFailed
 
 log = logging.getLogger("mboard.control")
 
@@ -427,8 +431,10 @@ class Membership:
             return
         self.committed_floor = committed_seq
         if now - self._floor_saved_at >= FLOOR_SAVE_INTERVAL:
-            self._save()
-            self._floor_saved_at = now
+            self._floor_saved_at = now  # tried: a disk that cannot take it is tried again later
+            # The heartbeat goes on without it: the saved floor is only ever a lower bound.
+            with contextlib.suppress(StorageFailed):
+                self._save()
 
     def _grant_lease(self, node_id: str, now: float) -> float:
         tail = self.config.tail
@@ -439,7 +445,10 @@ class Membership:
                 return 0.0
             # Written before the first grant: after a restart, the holder may keep its
             # lease at once, everyone else waits until any earlier lease has run out.
-            self._save(lease_holder=node_id)
+            try:
+                self._save(lease_holder=node_id)
+            except StorageFailed:
+                return 0.0  # no grant until it can be
             self.lease_holder = node_id
         self._holder_grant = _Grant(at=now)
         return self.lease

@@ -31,6 +31,7 @@ from mboard.control.membership import (
 )
 from mboard.control.push import Pushers
 from mboard.control.store import Store
+from mboard.storage_errors import StorageFailed
 
 log = logging.getLogger("mboard.control")
 
@@ -40,6 +41,22 @@ PROBE_ATTEMPTS = 2
 
 def node_info(node: Node | None) -> pb.NodeInfo:
     return pb.NodeInfo(node_id=node.node_id, address=node.address) if node else pb.NodeInfo()
+
+
+def changing(method: Callable) -> Callable:
+    """An RPC that may change the membership: UNAVAILABLE while the change cannot be saved
+    (the caller tries again; nothing changed)."""
+
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        try:
+            return await method(self, request, context)
+        except StorageFailed as exc:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the control plane {exc}; try again later"
+            )
+
+    return handler
 
 
 def config_proto(config: ChainConfig) -> cluster_pb2.ChainConfig:
@@ -58,6 +75,7 @@ class Controller:
     ) -> None:
         self.config = config
         self.clock = clock
+        self.store = store
         self.secret = store.secret(config.secret)
         self.membership = Membership(
             failure_timeout=config.failure_timeout,
@@ -127,6 +145,8 @@ class Controller:
                 members = self.membership.config.members()
                 self.change(functools.partial(self.membership.expire, now))
                 metrics.HEARTBEAT_MISSES.inc(len(members) - len(self.membership.config.members()))
+            except StorageFailed:
+                pass  # the store said so once; tried again at the next look
             except Exception:
                 log.exception("checking for failed nodes")
 
@@ -139,6 +159,7 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
         self._controller = controller
         self._membership = controller.membership
 
+    @changing
     async def Register(self, request, context):
         node = Node(request.node.node_id, request.node.address)
         if not node.node_id or not node.address:
@@ -179,12 +200,14 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             config=config_proto(answer.config), lease_s=answer.lease_s, unknown=answer.unknown
         )
 
+    @changing
     async def ReportCaughtUp(self, request, context):
         self._controller.change(
             lambda: self._membership.caught_up(request.epoch, request.tail_id, request.learner_id)
         )
         return empty_pb2.Empty()
 
+    @changing
     async def ReportFailure(self, request, context):
         suspect = self._membership.config.find(request.suspect_id)
         if suspect is None or await self._controller.probe(suspect):
@@ -193,6 +216,7 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
         self._controller.change(lambda: self._membership.remove(suspect.node_id, why))
         return empty_pb2.Empty()
 
+    @changing
     async def Leave(self, request, context):
         if self._membership.config.elsewhere(request.node_id, request.address):
             return empty_pb2.Empty()  # not the member: an old run, or a node refused its id
@@ -218,12 +242,15 @@ class ControlService(cluster_pb2_grpc.ControlServicer):
             )
             for status in self._membership.statuses(self._controller.clock())
         ]
+        failure = self._controller.store.failure
         return cluster_pb2.ClusterStatus(
             config=config_proto(self._membership.config),
             members=members,
             control_address=self._controller.config.listen,
+            storage_problem=str(failure) if failure else "",
         )
 
+    @changing
     async def RestartChain(self, request, context):
         floor = self._membership.committed_floor
         try:

@@ -2,17 +2,23 @@
 
 It holds the chain configuration, the node cleared to hold a read lease and the cluster
 secret, so a restarted control plane continues where it stopped and never reissues an epoch.
+A write the disk cannot take raises StorageFailed and changes nothing: the control plane
+then makes no change it would need to save, and tries again as things come up.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from pathlib import Path
 
 import peewee
 
 from mboard.control.membership import ChainConfig, Node, Saved
+from mboard.storage_errors import StorageFailed, storage_failure
+
+log = logging.getLogger("mboard.control")
 
 DB_NAME = "control.db"
 
@@ -26,8 +32,11 @@ class Store:
     def __init__(self, data_dir: str | Path) -> None:
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path / DB_NAME
+        # Why the last write failed, until one succeeds again (shown by ``mboard status``).
+        self.failure: StorageFailed | None = None
         self._db = peewee.SqliteDatabase(
-            str(path / DB_NAME), pragmas={"journal_mode": "wal", "synchronous": "full"}
+            str(self.path), pragmas={"journal_mode": "wal", "synchronous": "full"}
         )
         with self._db.bind_ctx([Setting]):
             self._db.create_tables([Setting])
@@ -82,9 +91,21 @@ class Store:
             return {row.key: row.value for row in rows}
 
     def _write(self, values: dict[str, str]) -> None:
-        with self._db.bind_ctx([Setting]), self._db.atomic():
-            rows = [{"key": key, "value": value} for key, value in values.items()]
-            Setting.insert_many(rows).on_conflict_replace().execute()
+        try:
+            with self._db.bind_ctx([Setting]), self._db.atomic():
+                rows = [{"key": key, "value": value} for key, value in values.items()]
+                Setting.insert_many(rows).on_conflict_replace().execute()
+        except Exception as exc:
+            failure = storage_failure(exc, self.path)
+            if failure is None:
+                raise
+            if self.failure is None:  # said once, not at every attempt
+                log.error("%s; the chain cannot change until it can", failure)
+            self.failure = failure
+            raise failure from exc
+        if self.failure is not None:
+            log.info("%s can be written again", self.path)
+            self.failure = None
 
 
 def _json(nodes: tuple[Node, ...]) -> str:

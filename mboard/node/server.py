@@ -107,7 +107,7 @@ class ControlLink:
             self._unreachable(exc)
             return
         if not self._reachable:
-            log.info("the control plane at %s is reachable again", self.config.control)
+            log.info("the control plane at %s answers again", self.config.control)
             self._reachable = True
         if reply.unknown:
             log.info("the control plane does not know this node (removed): registering again")
@@ -124,9 +124,10 @@ class ControlLink:
     def _unreachable(self, exc: grpc.aio.AioRpcError) -> None:
         metrics.HEARTBEAT_MISSES.inc()
         if self._reachable:
+            # Its details say why: not listening, or its own words (it cannot save a change).
             log.warning(
-                "cannot reach the control plane at %s (%s); retrying",
-                self.config.control, exc.code().name,
+                "a call to the control plane at %s failed (%s: %s); retrying",
+                self.config.control, exc.code().name, " ".join((exc.details() or "").split()),
             )  # fmt: skip
             self._reachable = False
 

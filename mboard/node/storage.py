@@ -32,6 +32,8 @@ from peewee import (
     TextField,
 )
 
+from mboard.storage_errors import StorageFailed, storage_failure
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -39,32 +41,6 @@ T = TypeVar("T")
 FinishedJob = tuple[asyncio.Future, Any, BaseException | None, Callable[[Any], object] | None]
 # Enough to amortise one fsync over many writes, small enough to keep latency low.
 MAX_BATCH_JOBS = 512
-# SQLite's words for "this database file cannot be written": a full disk (or a file size
-# limit), an I/O error, a read-only or damaged file.
-_STORAGE_ERRORS = (
-    "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB",
-    "SQLITE_CANTOPEN",
-)  # fmt: skip
-
-
-class StorageFailed(OSError):
-    """SQLite can no longer write this node's database (see ``Storage.failure``)."""
-
-
-def storage_error(exc: BaseException) -> sqlite3.Error | None:
-    """The SQLite error in ``exc``, or in what led to it, that says the database file cannot
-    be written; None if there is none (a bug is not a broken disk)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        # peewee re-raises SQLite's errors as its own, with the original as the first arg.
-        for candidate in (current, *current.args[:1]):
-            name = getattr(candidate, "sqlite_errorname", None) or ""
-            if isinstance(candidate, sqlite3.Error) and name.startswith(_STORAGE_ERRORS):
-                return candidate
-        current = current.__cause__ or current.__context__
-    return None
 
 
 class BaseModel(Model):
@@ -258,14 +234,12 @@ class Storage:
 
     def _failed(self, exc: Exception) -> Exception:
         """What the callers of a failed batch get; a storage failure is kept and reported."""
-        cause = storage_error(exc)
-        if cause is None:
+        failure = storage_failure(exc, self.path)
+        if failure is None:
             log.exception("write batch failed and was rolled back")
             return exc
-        self.failure = StorageFailed(
-            f"cannot write {self.path}: {cause} ({cause.sqlite_errorname})"
-        )
-        log.error("%s", self.failure)
+        self.failure = failure
+        log.error("%s", failure)
         if self.on_failure:
             self._loop.call_soon_threadsafe(self.on_failure, self.failure)
         return self.failure
