@@ -443,6 +443,20 @@ def test_commit_waiters_give_up_after_their_timeout():
     asyncio.run(scenario())
 
 
+def test_commit_waiters_still_give_up_on_a_later_event_loop():
+    waiters = CommitWaiters("committed", 0.05, give_up=LookupError)
+
+    async def leave_one_waiting() -> None:
+        waiters.wait(9, 0)  # the loop ends with its timer still armed
+
+    async def wait_again() -> None:
+        with pytest.raises(LookupError):
+            await asyncio.wait_for(waiters.wait(10, 0), 10)
+
+    asyncio.run(leave_one_waiting())
+    asyncio.run(wait_again())
+
+
 @pytest.mark.parametrize("lag", [0, CAUGHT_UP_LAG])
 def test_caught_up_only_when_successor_is_a_learner(lag):
     tail = ChainState("n2")

@@ -168,6 +168,8 @@ class CommitWaiters:
         loop = self._loop
         if loop is None or loop.is_closed():  # asking for the running loop costs a syscall
             loop = self._loop = asyncio.get_running_loop()
+            self._timer = None  # if any, of a loop that is gone, with its waits
+            self._deadlines.clear()
         future = loop.create_future()
         if seq <= reached_seq:
             future.set_result(None)
