@@ -24,9 +24,9 @@ COMMIT_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 class HotPathMetrics(Collector):
     """What a node counts for every write, as plain numbers.
 
-    prometheus_client's counters and histograms take a lock on every update: four per
-    write, about 3 % of a busy head's time. Only the node's event loop updates these, so
-    they need none; Prometheus's thread reads them when it scrapes.
+    prometheus_client's counters and histograms take a lock on every update, four per
+    write: py-spy put them at about 3 % of a busy head's time. Only the node's event loop
+    updates these, so they need none; Prometheus's thread reads them when it scrapes.
     """
 
     def __init__(self) -> None:
