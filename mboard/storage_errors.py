@@ -3,7 +3,9 @@ in mboard: a node's board and the control plane's state."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 # SQLite's words for "this database file cannot be written": a full disk (or a file size
@@ -41,3 +43,16 @@ def storage_failure(exc: BaseException, path: str | Path) -> StorageFailed | Non
     if cause is None:
         return None
     return StorageFailed(f"cannot write {path}: {cause} ({cause.sqlite_errorname})")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Raise StorageFailed naming ``path`` where SQLite says the file cannot be written (a
+    full disk at start-up is then one line, not a traceback); other errors pass as they are."""
+    try:
+        yield
+    except Exception as exc:
+        failure = storage_failure(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc

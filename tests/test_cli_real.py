@@ -133,6 +133,23 @@ def test_second_node_on_the_same_data_dir_refuses(cluster: Cluster, tmp_path: Pa
     assert cluster.node_status("n1").role == "head+tail"
 
 
+@pytest.mark.parametrize("role", ["node", "control"])
+def test_a_full_disk_at_start_up_is_one_line(tmp_path: Path, role: str) -> None:
+    data_dir = tmp_path / role
+    if role == "node":
+        config = tmp_path / "node.yaml"
+        settings = {**VALID_NODE, "listen": f"127.0.0.1:{free_port()}", "data_dir": str(data_dir)}
+        config.write_text(yaml.safe_dump(settings))
+        args, database = ["node", "--config", str(config)], data_dir / "board.db"
+    else:
+        args = ["control", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data_dir)]
+        database = data_dir / "control.db"
+    result = mboard(*args, max_file_bytes=1000)  # room for the LOCK file, not the database
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot write {database}: disk I/O error (SQLITE_")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_second_control_plane_on_the_same_data_dir_refuses(cluster: Cluster) -> None:
     cluster.start_chain(["n1", "n2"])
     before = cluster.control_status()

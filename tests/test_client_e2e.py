@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import empty_pb2, timestamp_pb2
+from harness import file_size_limited
 
 from mboard import grpc_util
 from mboard.api import cluster_pb2, cluster_pb2_grpc
@@ -346,11 +347,13 @@ def fake(closed_port: int) -> Iterator[FakeCluster]:
 
 
 def mboard(
-    *args: str, input: str | None = None, env: dict | None = None
+    *args: str, input: str | None = None, env: dict | None = None, max_file_bytes: int = 0
 ) -> subprocess.CompletedProcess:
-    """Run the real CLI in a fresh interpreter."""
+    """Run the real CLI in a fresh interpreter (``max_file_bytes``: as on a full disk, see
+    ``file_size_limited``)."""
+    argv = [sys.executable, "-m", "mboard", *args]
     return subprocess.run(
-        [sys.executable, "-m", "mboard", *args],
+        file_size_limited(argv, max_file_bytes) if max_file_bytes else argv,
         input=input,
         capture_output=True,
         text=True,

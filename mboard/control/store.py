@@ -16,7 +16,7 @@ from pathlib import Path
 import peewee
 
 from mboard.control.membership import ChainConfig, Node, Saved
-from mboard.storage_errors import StorageFailed, storage_failure
+from mboard.storage_errors import StorageFailed, writing
 
 log = logging.getLogger("mboard.control")
 
@@ -38,7 +38,7 @@ class Store:
         self._db = peewee.SqliteDatabase(
             str(self.path), pragmas={"journal_mode": "wal", "synchronous": "full"}
         )
-        with self._db.bind_ctx([Setting]):
+        with writing(self.path), self._db.bind_ctx([Setting]):
             self._db.create_tables([Setting])
 
     def close(self) -> None:
@@ -92,17 +92,14 @@ class Store:
 
     def _write(self, values: dict[str, str]) -> None:
         try:
-            with self._db.bind_ctx([Setting]), self._db.atomic():
+            with writing(self.path), self._db.bind_ctx([Setting]), self._db.atomic():
                 rows = [{"key": key, "value": value} for key, value in values.items()]
                 Setting.insert_many(rows).on_conflict_replace().execute()
-        except Exception as exc:
-            failure = storage_failure(exc, self.path)
-            if failure is None:
-                raise
+        except StorageFailed as failure:
             if self.failure is None:  # said once, not at every attempt
                 log.error("%s; the chain cannot change until it can", failure)
             self.failure = failure
-            raise failure from exc
+            raise
         if self.failure is not None:
             log.info("%s can be written again", self.path)
             self.failure = None

@@ -17,6 +17,7 @@ from mboard import datadir, grpc_util, metrics
 from mboard.api import cluster_pb2, cluster_pb2_grpc
 from mboard.api import razpravljalnica_pb2 as pb
 from mboard.config import NodeConfig
+from mboard.storage_errors import writing
 
 from .board import Board
 from .core import NodeCore
@@ -200,8 +201,10 @@ async def serve(
     """Run a node until ``stop`` is set (when None: until SIGINT or SIGTERM, or with
     ``exit_with_parent`` until stdin closes)."""
     lock = datadir.lock(config.data_path, "mboard node")
-    storage = Storage(config.data_path / "board.db", config.durability)
-    board = Board(storage, config.max_text_length, config.page_max)
+    path = config.data_path / "board.db"
+    with writing(path):  # a full disk at start-up: one line, not a traceback
+        storage = Storage(path, config.durability)
+        board = Board(storage, config.max_text_length, config.page_max)
     core = NodeCore(config, storage, board)
     failed = _storage_failure(core)
     core.start()
