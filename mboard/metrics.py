@@ -44,7 +44,7 @@ class HotPathMetrics(Collector):
             "mboard_writes", "Client writes answered by this node as head, by result",
             labels=["result"],
         )  # fmt: skip
-        for result, count in sorted(self.writes.items()):
+        for result, count in sorted(dict(self.writes).items()):  # a copy: the loop adds keys
             writes.add_metric([result], count)
         yield writes
         yield CounterMetricFamily(

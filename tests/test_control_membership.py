@@ -244,17 +244,19 @@ def test_epoch_strictly_increases_and_is_persisted_before_it_is_visible():
 
 
 def test_failed_persist_leaves_the_configuration_unchanged():
-    def broken(state: Saved) -> None:
-        raise OSError("disk full")
-
-    m = chain_of(N1)
-    before = m.config
-    m.persist = broken
-    with pytest.raises(OSError):
-        m.register(N2, applied_seq=0, now=0)
-    assert m.config == before
-    assert m.config.find("n2") is None
-    assert beat(m, N2, now=0).unknown
+    disk = Disk()
+    m = chain_of(N1, N2, disk=disk)
+    assert beat(m, N2, now=0).lease_s == LEASE
+    m.unconfirmed["n2"] = m.config.epoch  # as if promoted moments ago
+    before = (m.config, m.lease_holder, dict(m.unconfirmed))
+    disk.full = True
+    with pytest.raises(StorageFailed):
+        m.register(N3, applied_seq=0, now=0)
+    with pytest.raises(StorageFailed):  # n2's id, taken up elsewhere: no longer the holder
+        m.register(Node("n2", "127.0.0.1:6002"), applied_seq=0, now=0)
+    assert (m.config, m.lease_holder, dict(m.unconfirmed)) == before
+    assert m.config.find("n3") is None
+    assert beat(m, N3, now=0).unknown
 
 
 def test_heartbeats_are_answered_while_nothing_can_be_saved():
@@ -626,6 +628,12 @@ def test_the_operator_restarts_a_stalled_chain_from_a_waiting_node():
     m.register(N3, applied_seq=4, now=4)
     assert m.config.chain == ()
 
+    disk.full = True  # nothing changes until the restart is saved
+    before = (m.config, m.committed_floor, m.survivors, dict(m.unconfirmed))
+    with pytest.raises(StorageFailed):
+        m.restart_from("n2")
+    assert (m.config, m.committed_floor, m.survivors, dict(m.unconfirmed)) == before
+    disk.full = False
     assert m.restart_from("n2")
     assert ids(m.config.chain) == ["n2"] and ids(m.config.learners) == ["n1", "n3"]
     # n2's log is the chain's now: a later outage measures against it, not against seq 9.

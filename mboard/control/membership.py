@@ -192,13 +192,13 @@ class Membership:
         """A node starts (or restarts). Always a new configuration."""
         known = self.config.find(node.node_id) is not None
         why = f"{node.node_id} {'restarted' if known else 'joined'}"
-        if self.lease_holder == node.node_id and self.config.elsewhere(node.node_id, node.address):
+        lease_holder = self.lease_holder
+        if lease_holder == node.node_id and self.config.elsewhere(node.node_id, node.address):
             # Another process takes the id (the old one did not answer the probe, yet may
             # live on): it is not the holder, and its word must not end the old lease. The
             # old grant still counts, so nobody gets a lease before it has run out.
-            self.lease_holder = None
+            lease_holder = None
         chain, learners, survivors = self._what_remains({node.node_id})
-        self.unconfirmed.pop(node.node_id, None)
         holds_commits = applied_seq >= self.committed_floor
         if not chain and (not survivors or node.node_id in survivors) and holds_commits:
             chain, survivors = [node], ()
@@ -214,7 +214,8 @@ class Membership:
                         "the longest log: `mboard restart-chain NODE` (what it lacks is lost)",
                         node.node_id, applied_seq, self.committed_floor,
                     )  # fmt: skip
-        self._reconfigure(chain, learners, why, survivors)
+        self._reconfigure(chain, learners, why, survivors, lease_holder=lease_holder)
+        self.unconfirmed.pop(node.node_id, None)
         self.progress[node.node_id] = Progress(last_heartbeat=now, applied_seq=applied_seq)
         return True
 
@@ -311,15 +312,16 @@ class Membership:
                 f"{longest} holds more ({waiting[longest].applied_seq} entries against "
                 f"{applied_seq}): restart the chain from {longest}"
             )
-        log.warning(
-            "the operator restarts the chain from %s, whose log ends at seq %d; the chain "
-            "had committed at least seq %d",
-            node_id, applied_seq, self.committed_floor,
-        )  # fmt: skip
-        self.committed_floor = applied_seq
+        floor = self.committed_floor
         learners = [n for n in self.config.learners if n.node_id != node_id]
+        why = f"restarted from {node_id} by the operator"
+        self._reconfigure([node], learners, why, (), committed_floor=applied_seq)
         self.unconfirmed.clear()  # a new history: nothing committed is missing from it
-        self._reconfigure([node], learners, f"restarted from {node_id} by the operator", ())
+        log.warning(
+            "the operator restarted the chain from %s, whose log ends at seq %d; the chain "
+            "had committed at least seq %d",
+            node_id, applied_seq, floor,
+        )  # fmt: skip
         return True
 
     def remove(self, node_id: str, why: str, serves_no_reads: bool = False) -> bool:
@@ -410,14 +412,28 @@ class Membership:
         return chain, learners, survivors
 
     def _reconfigure(
-        self, chain: list[Node], learners: list[Node], why: str, survivors: tuple[str, ...]
+        self,
+        chain: list[Node],
+        learners: list[Node],
+        why: str,
+        survivors: tuple[str, ...],
+        **saved: Any,
     ) -> None:
+        """Take the next configuration, once it is saved; ``saved``: other fields of Saved
+        that change with it. Nothing changes if the save fails (StorageFailed)."""
         old = self.config
         new = ChainConfig(old.epoch + 1, tuple(chain), tuple(learners))
-        self._save(config=new, survivors=survivors)
+        self._save(config=new, survivors=survivors, **saved)
         self.config = new
         self.survivors = survivors
+        for name, value in saved.items():  # lease_holder, committed_floor
+            setattr(self, name, value)
         log.info("epoch %d -> %d: %s (%s)", old.epoch, new.epoch, new.describe(), why)
+
+    def save(self) -> None:
+        """Write the current state again (raises StorageFailed if the disk still cannot take
+        it): how a control plane that could not save finds out it can again."""
+        self._save()
 
     def _save(self, **changes: Any) -> None:
         """Write the current state with ``changes`` (fields of Saved) before they take effect."""

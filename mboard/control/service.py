@@ -44,8 +44,9 @@ def node_info(node: Node | None) -> pb.NodeInfo:
 
 
 def changing(method: Callable) -> Callable:
-    """An RPC that may change the membership: UNAVAILABLE while the change cannot be saved
-    (the caller tries again; nothing changed)."""
+    """An RPC that may change the membership: RESOURCE_EXHAUSTED (gRPC's code for a file
+    system out of space) while the change cannot be saved; nothing changed, and the nodes
+    try again. Not UNAVAILABLE: clients take that for "cannot reach" and hide the reason."""
 
     @functools.wraps(method)
     async def handler(self, request, context):
@@ -53,7 +54,7 @@ def changing(method: Callable) -> Callable:
             return await method(self, request, context)
         except StorageFailed as exc:
             await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the control plane {exc}; try again later"
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"the control plane {exc}; try again later"
             )
 
     return handler
@@ -142,6 +143,8 @@ class Controller:
                 if stalled > self.config.heartbeat_interval:
                     log.warning("the control plane was stalled for %.1f s", stalled)
                     self.membership.excuse(stalled, now)
+                if self.store.failure is not None:  # a quiet board would not find out
+                    self.membership.save()
                 members = self.membership.config.members()
                 self.change(functools.partial(self.membership.expire, now))
                 metrics.HEARTBEAT_MISSES.inc(len(members) - len(self.membership.config.members()))

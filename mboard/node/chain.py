@@ -177,7 +177,10 @@ class CommitWaiters:
         heapq.heappush(self._heap, (seq, next(self._order), future))
         if self._timeout < math.inf:
             deadline = loop.time() + self._timeout
-            self._deadlines.append((deadline, future, advice))
+            deadlines = self._deadlines
+            while deadlines and deadlines[0][1].done():  # reached: forget them now
+                deadlines.popleft()
+            deadlines.append((deadline, future, advice))
             if self._timer is None:
                 self._timer = loop.call_at(deadline, self._give_up_overdue)
         return future
