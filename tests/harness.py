@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -412,14 +413,23 @@ class Cluster:
 # runs gRPC's threads.
 _FILE_SIZE_LIMITED = (
     "import os, resource, sys; limit = int(sys.argv[1]); "
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "_, hard = resource.getrlimit(resource.RLIMIT_FSIZE); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard)); "
     "os.execvp(sys.argv[2], sys.argv[2:])"
 )
 
 
+def make_room(pid: int) -> None:
+    """Lift the file size limit of a process started ``file_size_limited``."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+
 def file_size_limited(argv: list[str], max_bytes: int) -> list[str]:
     """``argv``, run so that no file it writes grows past ``max_bytes``: a write beyond
-    fails (EFBIG) as on a full disk. Python ignores SIGXFSZ, which would kill it instead."""
+    fails (EFBIG) as on a full disk. Python ignores SIGXFSZ, which would kill it instead.
+    Only the soft limit: ``make_room`` can lift it again (``resource.prlimit`` on the pid,
+    which stays the same through the exec)."""
     return [sys.executable, "-c", _FILE_SIZE_LIMITED, str(max_bytes), *argv]
 
 

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -1284,7 +1285,7 @@ def test_writer_batch_that_fails_rolls_back_and_reloads_the_counters(board: Boar
 def test_a_full_disk_fails_the_writer_for_good_and_says_so_once(board: Board) -> None:
     """SQLite cannot store a batch (here: the file may not grow, as on a full disk): that
     batch and every later job fail with StorageFailed, nothing more runs, and the node
-    hears of it once (it stops: fail-stop, see node/server.py)."""
+    hears of it once (it stops: fail-stop, see node/server.py; only a retry runs, below)."""
     storage = board.storage
     user(board, "Alice")
     topic(board, "General")
@@ -1318,6 +1319,45 @@ def test_a_full_disk_fails_the_writer_for_good_and_says_so_once(board: Board) ->
     assert "cannot write" in str(failures[0]) and "full" in str(failures[0])
     assert later is failures[0] and ran == []  # nothing runs after the failure
     assert heard == [failures[0]]  # once
+
+
+def test_a_retry_that_finds_room_lets_the_writer_run_again(board: Board) -> None:
+    """After a failure only Storage.retry runs a batch (the chain's last member tries now
+    and then): without room it fails quietly; once one commits, the writer runs jobs
+    again, from what SQLite holds, with nothing of the failed batches."""
+    storage = board.storage
+    user(board, "Alice")
+    topic(board, "General")
+    heard: list[StorageFailed] = []
+
+    def post(text: str) -> Callable[[], Outcome]:
+        return lambda: board.execute("post_message", _post(text), "", EPOCH)
+
+    def allow(pages: int) -> None:
+        storage.connection().execute(f"PRAGMA max_page_count = {pages}")
+
+    async def scenario() -> tuple[int, BaseException, Outcome]:
+        storage.on_failure = heard.append
+        storage.start(asyncio.get_running_loop())
+        pages = storage.connection().execute("PRAGMA page_count").fetchone()[0]
+        await storage.submit(partial(allow, pages))
+        for number in range(50):  # a page of text each: the file must grow
+            try:
+                await storage.submit(post(f"{number}" * 4000))
+            except StorageFailed:
+                break
+        stored = board.applied_seq
+        (no_room,) = await asyncio.gather(storage.retry(post("y" * 4000)), return_exceptions=True)
+        await storage.retry(partial(allow, 1_000_000))
+        after = await storage.submit(post("after"))
+        storage.close()
+        return stored, no_room, after
+
+    stored, no_room, after = asyncio.run(scenario())
+    assert isinstance(no_room, StorageFailed) and len(heard) == 1  # said once
+    assert storage.failure is None
+    assert after.entry.seq == stored + 1
+    assert [m.text for m in messages(board, 1)][-1] == "after"
 
 
 def test_a_subscriber_that_overflows_lets_go_of_its_queue() -> None:

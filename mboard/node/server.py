@@ -33,6 +33,8 @@ REGISTER_TIMEOUT = 3.0
 REGISTRATION_REFUSALS = frozenset(
     {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT}
 )
+# How often the chain's last member, its disk full, tries to store a write again.
+RETRY_WRITES_S = 2.0
 GC_THRESHOLDS = (10_000, 20, 100)  # gc.set_threshold; Python's defaults are (700, 10, 10)
 
 
@@ -175,11 +177,12 @@ def _storage_failure(core: NodeCore) -> asyncio.Future[StorageFailed]:
 
     Fail-stop is what chain replication counts on: kept running, the node would hold up
     every write, and the chain goes on without it. Only the chain's last member stays, to
-    go on serving reads and subscriptions (its writes answer UNAVAILABLE) until it is
-    restarted with room to write: a disk that every node shares (``mboard up``) must not
-    take the reads down too.
+    go on serving reads and subscriptions (its writes answer UNAVAILABLE) until its disk
+    has room again: a disk that every node shares (``mboard up``) must not take the reads
+    down too.
     """
     failed: asyncio.Future[StorageFailed] = asyncio.get_running_loop().create_future()
+    retrying: list[bool] = []
 
     def stop_unless_last(failure: StorageFailed) -> None:
         if [node.node_id for node in core.state.config.chain] != [core.node_id]:
@@ -187,12 +190,32 @@ def _storage_failure(core: NodeCore) -> asyncio.Future[StorageFailed]:
             return
         log.error(
             "node %s: %s. It is the chain's last member: it goes on serving reads, and "
-            "writes fail until it is restarted with room to write",
-            core.node_id, failure,
+            "takes writes again once there is room (it tries every %g s)",
+            core.node_id, failure, RETRY_WRITES_S,
         )  # fmt: skip
+        if not retrying:  # one task, for this failure and any later one
+            retrying.append(True)
+            core.spawn(_retry_writes(core))
 
     core.storage.on_failure = stop_unless_last
     return failed
+
+
+async def _retry_writes(core: NodeCore) -> None:
+    """While the storage fails, now and then a small write: once one is stored, the node
+    takes writes again.
+
+    Safe for the last member alone: it heads the chain, so what it applies comes from its
+    own database, which the failed batches left as it was (see ``Storage.retry``).
+    """
+    board = core.board
+    while True:
+        await asyncio.sleep(RETRY_WRITES_S)
+        if core.storage.failure:
+            with contextlib.suppress(StorageFailed):
+                await core.storage.retry(
+                    lambda: board.save_committed(core.state.committed_seq, every=0)
+                )
 
 
 async def serve(

@@ -151,9 +151,11 @@ class Storage:
         self.after_rollback: Callable[[], None] | None = None
         # Set when a write batch failed because the file cannot be written (a full disk):
         # from then on the writer runs nothing, every job fails with it, and
-        # ``on_failure(failure)`` is called once, on the event loop.
+        # ``on_failure(failure)`` is called once, on the event loop. Only ``retry`` may
+        # clear it again.
         self.failure: StorageFailed | None = None
         self.on_failure: Callable[[StorageFailed], None] | None = None
+        self._retry_asked = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -181,6 +183,17 @@ class Storage:
         future = self._loop.create_future()
         self._writes.put((fn, future, then))
         return future
+
+    def retry(self, fn: Callable[[], object]) -> asyncio.Future:
+        """After a failure: run ``fn()``, a small write, in the writer's next batch all the
+        same. If that batch commits, the disk has room again: ``failure`` is cleared and
+        the writer runs jobs as before. If not, the future fails with the failure, quietly.
+
+        Only for a node whose database is the source of what it applies (the chain's last
+        member, alone): one that applies what others send must not skip a failed batch.
+        """
+        self._retry_asked = True
+        return self.submit(fn)
 
     def read(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn()`` on a reader thread, with that thread's own connection."""
@@ -220,7 +233,8 @@ class Storage:
         self.db.close()
 
     def _run_transaction(self, batch: list) -> list:
-        if self.failure:  # nothing more is written: a node must not skip what it applies
+        retrying, self._retry_asked = self._retry_asked, False
+        if self.failure and not retrying:  # a node must not skip what it applies
             return [(future, None, self.failure, None) for _, future, _ in batch]
         outcomes: list[FinishedJob] = []
         try:
@@ -230,6 +244,10 @@ class Storage:
         except Exception as exc:  # handed to every caller of the batch
             error = self._failed(exc)
             outcomes = [(future, None, error, None) for _, future, _ in batch]
+            return outcomes
+        if self.failure:
+            log.info("%s can be written again", self.path)
+            self.failure = None
         return outcomes
 
     def _failed(self, exc: Exception) -> Exception:
@@ -238,6 +256,8 @@ class Storage:
         if failure is None:
             log.exception("write batch failed and was rolled back")
             return exc
+        if self.failure:  # a retry that found no room yet: said before
+            return self.failure
         self.failure = failure
         log.error("%s", failure)
         if self.on_failure:
