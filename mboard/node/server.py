@@ -182,9 +182,10 @@ def _storage_failure(core: NodeCore) -> asyncio.Future[StorageFailed]:
     down too.
     """
     failed: asyncio.Future[StorageFailed] = asyncio.get_running_loop().create_future()
-    retrying: list[bool] = []
+    retrying = False
 
     def stop_unless_last(failure: StorageFailed) -> None:
+        nonlocal retrying
         if [node.node_id for node in core.state.config.chain] != [core.node_id]:
             failed.set_result(failure)
             return
@@ -194,7 +195,7 @@ def _storage_failure(core: NodeCore) -> asyncio.Future[StorageFailed]:
             core.node_id, failure, RETRY_WRITES_S,
         )  # fmt: skip
         if not retrying:  # one task, for this failure and any later one
-            retrying.append(True)
+            retrying = True
             core.spawn(_retry_writes(core))
 
     core.storage.on_failure = stop_unless_last

@@ -243,8 +243,7 @@ class Storage:
                     outcomes.append((future, fn(), None, then))
         except Exception as exc:  # handed to every caller of the batch
             error = self._failed(exc)
-            outcomes = [(future, None, error, None) for _, future, _ in batch]
-            return outcomes
+            return [(future, None, error, None) for _, future, _ in batch]
         if self.failure:
             log.info("%s can be written again", self.path)
             self.failure = None
@@ -311,8 +310,9 @@ def _resolve(outcomes: list[FinishedJob]) -> None:
         if exc is not None:
             future.set_exception(exc)
             if isinstance(exc, StorageFailed):
-                # Logged once, by the writer, and the node stops: a job nobody awaits any
-                # more (the link that handed it in ended) need not log it again.
+                # Logged once, by the writer (the node stops, or as the chain's last member
+                # retries): a job nobody awaits any more (the link that handed it in ended)
+                # need not log it again.
                 future.exception()
         else:
             future.set_result(result)
